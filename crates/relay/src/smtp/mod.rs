@@ -1,0 +1,5 @@
+//! The SMTP server side (RFC 5321), laid out by phase.
+
+pub mod command;
+pub mod data;
+pub mod session;

@@ -1,0 +1,439 @@
+//! One SMTP session, from greeting to QUIT (RFC 5321 §4.1, §4.3).
+//!
+//! The session reads commands, keeps the transaction (MAIL, RCPTs), asks
+//! `policy` about each recipient, reads the data with [`DataReader`], and
+//! hands the finished transaction to [`Intake`]. Replies are buffered and
+//! flushed only when no further command is already waiting, which is all
+//! PIPELINING (RFC 2920) asks of a server.
+//!
+//! STARTTLS (RFC 3207) ends the session object: the caller wraps the socket
+//! in TLS and starts a fresh session on it, so nothing said in clear text
+//! survives the upgrade, neither state nor buffered input.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use policy::{Address, Direction, ReversePath, Route};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+
+use super::command::{self, Command};
+use super::data::{DataReader, Feed};
+use crate::intake::{self, Envelope, Intake};
+
+/// RFC 5321 §4.5.3.2.7: the server waits five minutes for a command.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// RFC 5321 §4.5.3.2.5: three minutes for each block of data.
+const DATA_BLOCK_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Longest command line we read (RFC 5321 §4.5.3.1.4 says 512 with
+/// extensions adding to it).
+const MAX_COMMAND_LINE: usize = 4096;
+
+/// Recipients per message, as Postfix's `smtpd_recipient_limit`.
+pub const MAX_RECIPIENTS: usize = 1000;
+
+/// Errors after which the session is closed, as Postfix's hard limit.
+const MAX_ERRORS: usize = 20;
+
+/// What a session needs from the server, shared by all sessions.
+pub struct SessionContext {
+    /// Our hostname, for the greeting and EHLO.
+    pub hostname: String,
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Routing and relay control.
+    pub routing: policy::Routing,
+    /// Where accepted transactions go.
+    pub intake: Intake,
+    /// Whether STARTTLS can be offered.
+    pub tls_available: bool,
+}
+
+/// How a session ended.
+pub enum Ending<S> {
+    /// The session is over; the socket may be dropped.
+    Closed,
+    /// The client asked for STARTTLS and was told to go ahead: wrap the
+    /// socket and start a new session on it.
+    StartTls(S),
+}
+
+struct Transaction {
+    reverse_path: ReversePath,
+    recipients: Vec<(Address, Route)>,
+}
+
+/// One session on one socket.
+pub struct Session<'a, S> {
+    stream: S,
+    context: &'a SessionContext,
+    client: IpAddr,
+    direction: Direction,
+    tls: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    transaction: Option<Transaction>,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    errors: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+enum Step {
+    Continue,
+    Close,
+    StartTls,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
+    /// A session on `stream` from `client`.
+    pub fn new(
+        stream: S,
+        context: &'a SessionContext,
+        client: IpAddr,
+        tls: bool,
+        shutdown: watch::Receiver<bool>,
+    ) -> Session<'a, S> {
+        Session {
+            stream,
+            context,
+            client,
+            direction: context.routing.direction(client),
+            tls,
+            helo: None,
+            esmtp: false,
+            transaction: None,
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(1024),
+            errors: 0,
+            shutdown,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self, greet: bool) -> std::io::Result<Ending<S>> {
+        if greet {
+            let greeting = format!("220 {} ESMTP mailjournal", self.context.hostname);
+            self.reply(&greeting);
+        }
+
+        loop {
+            let Some(line) = self.next_line().await? else {
+                return Ok(Ending::Closed);
+            };
+            match self.command(&line).await? {
+                Step::Continue => {}
+                Step::Close => {
+                    self.flush().await?;
+                    return Ok(Ending::Closed);
+                }
+                Step::StartTls => {
+                    self.flush().await?;
+                    return Ok(Ending::StartTls(self.stream));
+                }
+            }
+            if self.errors >= MAX_ERRORS {
+                self.reply("421 4.7.0 Too many errors, closing connection");
+                self.flush().await?;
+                return Ok(Ending::Closed);
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> std::io::Result<Step> {
+        let parsed = match command::parse(line) {
+            Ok(parsed) => parsed,
+            Err(reply) => {
+                self.error(reply);
+                return Ok(Step::Continue);
+            }
+        };
+
+        match parsed {
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Helo(name) => self.hello(name, false),
+            Command::Mail {
+                reverse_path,
+                declared_size,
+                eight_bit: _,
+            } => self.mail(reverse_path, declared_size),
+            Command::Rcpt(recipient) => self.rcpt(recipient),
+            Command::Data => return self.data().await,
+            Command::Rset => {
+                self.transaction = None;
+                self.reply("250 2.0.0 Ok");
+            }
+            Command::Noop => self.reply("250 2.0.0 Ok"),
+            Command::Quit => {
+                self.reply("221 2.0.0 Bye");
+                return Ok(Step::Close);
+            }
+            Command::Vrfy => self.reply("252 2.5.0 Cannot VRFY user, but will accept message"),
+            Command::Expn => self.error("502 5.5.1 EXPN not available"),
+            Command::Help => self.reply("214 2.0.0 See RFC 5321"),
+            Command::StartTls => return Ok(self.starttls()),
+            Command::Bdat => self.error("502 5.5.1 BDAT not available (no CHUNKING)"),
+            Command::Auth => self.error("502 5.5.1 AUTH not available"),
+            Command::NotImplemented(verb) => {
+                let _ = verb;
+                self.error("502 5.5.1 Command not implemented");
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    fn hello(&mut self, name: String, esmtp: bool) {
+        self.transaction = None;
+        self.esmtp = esmtp;
+        self.helo = Some(name);
+        if !esmtp {
+            let reply = format!("250 {}", self.context.hostname);
+            self.reply(&reply);
+            return;
+        }
+
+        let mut lines = vec![
+            self.context.hostname.clone(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.context.max_message_size),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.context.tls_available && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        let last = lines.len() - 1;
+        for (i, line) in lines.iter().enumerate() {
+            let separator = if i == last { ' ' } else { '-' };
+            let reply = format!("250{separator}{line}");
+            self.reply(&reply);
+        }
+    }
+
+    fn mail(&mut self, reverse_path: ReversePath, declared_size: Option<usize>) {
+        if self.transaction.is_some() {
+            self.error("503 5.5.1 Nested MAIL command");
+            return;
+        }
+        // RFC 1870 §6.2: refuse a declared size over the limit at once.
+        if declared_size.is_some_and(|size| size > self.context.max_message_size) {
+            self.error("552 5.3.4 Message size exceeds fixed maximum message size");
+            return;
+        }
+        self.transaction = Some(Transaction {
+            reverse_path,
+            recipients: Vec::new(),
+        });
+        self.reply("250 2.1.0 Ok");
+    }
+
+    fn rcpt(&mut self, recipient: Address) {
+        let Some(transaction) = self.transaction.as_mut() else {
+            self.error("503 5.5.1 Need MAIL command");
+            return;
+        };
+        if transaction.recipients.len() >= MAX_RECIPIENTS {
+            self.reply("452 4.5.3 Too many recipients");
+            return;
+        }
+
+        match self.context.routing.admit(self.direction, &recipient) {
+            Ok(route) => {
+                transaction.recipients.push((recipient, route));
+                self.reply("250 2.1.5 Ok");
+            }
+            Err(refusal) => {
+                info!(
+                    client = %self.client,
+                    direction = %self.direction,
+                    recipient = %recipient,
+                    reply = refusal.reply(),
+                    "Recipient refused."
+                );
+                self.error(refusal.reply());
+            }
+        }
+    }
+
+    async fn data(&mut self) -> std::io::Result<Step> {
+        let Some(transaction) = self.transaction.take() else {
+            self.error("503 5.5.1 Need MAIL command");
+            return Ok(Step::Continue);
+        };
+        if transaction.recipients.is_empty() {
+            self.error("554 5.5.1 No valid recipients");
+            return Ok(Step::Continue);
+        }
+        self.reply("354 End data with <CR><LF>.<CR><LF>");
+        self.flush().await?;
+
+        let Some(reader) = self.read_data().await? else {
+            info!(client = %self.client, "Client went away during DATA; nothing accepted.");
+            return Ok(Step::Close);
+        };
+        if reader.oversize() {
+            self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+            return Ok(Step::Continue);
+        }
+        let normalised = reader.normalised();
+        let message = reader.into_message();
+        if intake::looping(&message) {
+            self.reply("554 5.4.6 Too many hops, mail loop suspected");
+            return Ok(Step::Continue);
+        }
+
+        let helo = self
+            .helo
+            .clone()
+            .unwrap_or_else(|| format!("[{}]", self.client));
+        let protocol = match (self.esmtp, self.tls) {
+            (true, true) => "ESMTPS",
+            (true, false) => "ESMTP",
+            (false, true) => "SMTPS",
+            (false, false) => "SMTP",
+        };
+        let envelope = Envelope {
+            direction: self.direction,
+            client: self.client,
+            helo: &helo,
+            protocol,
+            reverse_path: &transaction.reverse_path,
+            recipients: &transaction.recipients,
+        };
+        match self.context.intake.accept(&envelope, &message).await {
+            Ok(id) => {
+                info!(
+                    message_id = %id,
+                    client = %self.client,
+                    direction = %self.direction,
+                    sender = %transaction.reverse_path,
+                    recipients = transaction.recipients.len(),
+                    size = message.len(),
+                    bare_line_ends_fixed = normalised,
+                    "Message accepted."
+                );
+                let reply = format!("250 2.0.0 Ok: queued as {id}");
+                self.reply(&reply);
+            }
+            Err(e) => {
+                warn!(client = %self.client, error = %e, "Message not spooled; client told to retry.");
+                self.reply("451 4.3.0 Temporary failure writing the queue, try again later");
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Reads the data up to CRLF.CRLF; `None` if the client went away.
+    async fn read_data(&mut self) -> std::io::Result<Option<DataReader>> {
+        let mut reader = DataReader::new(self.context.max_message_size);
+        loop {
+            match reader.feed(&self.input) {
+                Feed::Done { consumed } => {
+                    self.input.drain(..consumed);
+                    return Ok(Some(reader));
+                }
+                Feed::More { consumed } => {
+                    self.input.drain(..consumed);
+                }
+            }
+            let read = timeout(DATA_BLOCK_TIMEOUT, self.stream.read_buf(&mut self.input)).await;
+            match read {
+                Ok(Ok(0)) => return Ok(None),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.reply("421 4.4.2 Timeout waiting for data");
+                    self.flush().await?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn starttls(&mut self) -> Step {
+        if !self.context.tls_available {
+            self.error("502 5.5.1 STARTTLS not available");
+            return Step::Continue;
+        }
+        if self.tls {
+            self.error("503 5.5.1 TLS already active");
+            return Step::Continue;
+        }
+        self.reply("220 2.0.0 Ready to start TLS");
+        // RFC 3207 §5: whatever the client sent after STARTTLS in clear text
+        // must not be read as commands after the handshake.
+        self.input.clear();
+        Step::StartTls
+    }
+
+    /// The next command line, CRLF included; `None` when the session ends.
+    async fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut discarding = false;
+        loop {
+            if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.input.drain(..=end).collect();
+                if discarding {
+                    self.error("500 5.5.2 Line too long");
+                    discarding = false;
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.input.len() > MAX_COMMAND_LINE {
+                self.input.clear();
+                discarding = true;
+            }
+
+            self.flush().await?;
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                read = timeout(COMMAND_TIMEOUT, self.stream.read_buf(&mut self.input)) => {
+                    match read {
+                        Ok(Ok(0)) => return Ok(None),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            self.reply("421 4.4.2 Timeout, closing connection");
+                            self.flush().await?;
+                            return Ok(None);
+                        }
+                    }
+                }
+                _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+                    self.reply("421 4.3.2 Service shutting down, try again later");
+                    self.flush().await?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn reply(&mut self, line: &str) {
+        debug!(client = %self.client, reply = line, "Reply.");
+        self.output.extend_from_slice(line.as_bytes());
+        self.output.extend_from_slice(b"\r\n");
+    }
+
+    fn error(&mut self, line: &str) {
+        self.errors += 1;
+        self.reply(line);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await?;
+            self.output.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Shares the context among sessions.
+pub type SharedContext = Arc<SessionContext>;

@@ -1,0 +1,316 @@
+//! The `mailjournal` command: serve, check and queue (product contract §3).
+//!
+//! Everything here is the edge: parse the command line, set up logging, load
+//! the configuration, call into `relay`, and turn the outcome into one
+//! readable line on stderr and the contract's exit codes (0 success,
+//! 1 runtime failure, 2 usage or configuration error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use relay::control;
+use relay::spool::{Delivery, QueueId, RecipientState};
+use relay::Settings;
+
+/// SMTP gateway that relays mail and delivers journal copies of it.
+#[derive(Parser)]
+#[command(name = "mailjournal", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print what it means; exit 0 if usable.
+    Check {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Inspect and act on the spool, like mailq and postqueue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// List every delivery in the queue.
+    List {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show a message (or one delivery): its deliveries and its bytes.
+    Show {
+        /// Queue id of the message or delivery.
+        id: QueueId,
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Try deliveries now: one message or delivery, or all.
+    Retry {
+        /// Queue id of the message or delivery; all when left out.
+        id: Option<QueueId>,
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Delete a message (or one delivery) from the queue without a DSN.
+    Delete {
+        /// Queue id of the message or delivery.
+        id: QueueId,
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// A failure at the edge, with the exit code it maps to.
+enum Failure {
+    /// Usage or configuration: exit 2.
+    Config(String),
+    /// Anything at run time: exit 1.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.log_format);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mailjournal: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(message)) => {
+            eprintln!("mailjournal: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("mailjournal: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(config: &Path) -> Result<Settings, Failure> {
+    Settings::load(config).map_err(|e| Failure::Config(e.to_string()))
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve { config } => {
+            let settings = load(&config)?;
+            relay::server::serve(settings, stop_signal())
+                .await
+                .map_err(|e| Failure::Runtime(e.to_string()))
+        }
+        Command::Check { config } => check(&load(&config)?),
+        Command::Queue { action } => queue(action).await,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(settings: &Settings) -> Result<(), Failure> {
+    println!("configuration {}: ok", settings.file.display());
+    println!("  hostname          {}", settings.server.hostname);
+    for address in &settings.server.listen {
+        println!("  listen            {address}");
+    }
+    println!(
+        "  spool             {}",
+        settings.server.spool_dir.display()
+    );
+    println!(
+        "  local domains     {}",
+        settings.routing.local_domains.join(", ")
+    );
+    let networks: Vec<String> = settings
+        .routing
+        .internal_networks
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    println!("  internal networks {}", networks.join(", "));
+    println!("  inbound next hop  {}", settings.routing.inbound_next_hop);
+    println!("  outbound next hop {}", settings.routing.outbound_next_hop);
+    println!("  journal next hop  {}", settings.routing.journal_next_hop);
+    println!("  journal format    {:?}", settings.journal.format);
+    for (name, rules) in [
+        ("inbound", &settings.journal.rules.inbound),
+        ("outbound", &settings.journal.rules.outbound),
+    ] {
+        match rules {
+            Some(rules) => {
+                let targets: Vec<&str> = rules.targets.iter().map(|t| t.as_str()).collect();
+                println!(
+                    "  {name:<8} journal  targets {} ; NDR {}",
+                    if targets.is_empty() {
+                        "(per recipient only)".into()
+                    } else {
+                        targets.join(", ")
+                    },
+                    rules.ndr
+                );
+            }
+            None => println!("  {name:<8} journal  off"),
+        }
+    }
+
+    // The spool must be writable, or nothing can be acknowledged.
+    let dir = &settings.server.spool_dir;
+    let writable = std::fs::create_dir_all(dir).is_ok() && {
+        let probe = dir.join(".check-write");
+        let ok = std::fs::write(&probe, b"").is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    };
+    if !writable {
+        return Err(Failure::Runtime(format!(
+            "server.spool_dir: {} is not writable",
+            dir.display()
+        )));
+    }
+    println!("  spool directory   writable");
+    Ok(())
+}
+
+async fn queue(action: QueueAction) -> Result<(), Failure> {
+    let runtime = |e: control::ControlError| Failure::Runtime(e.to_string());
+    match action {
+        QueueAction::List { config } => {
+            let settings = load(&config)?;
+            let all = control::list(&settings.server.spool_dir)
+                .await
+                .map_err(runtime)?;
+            for delivery in &all {
+                print_delivery(delivery);
+            }
+            println!("-- {} deliveries in the queue", all.len());
+            Ok(())
+        }
+        QueueAction::Show { id, config } => {
+            let settings = load(&config)?;
+            let shown = control::show(&settings.server.spool_dir, id)
+                .await
+                .map_err(runtime)?;
+            for delivery in &shown.deliveries {
+                print_delivery(delivery);
+            }
+            for (body, text) in &shown.bodies {
+                println!("\n-- body {body}\n{text}");
+            }
+            Ok(())
+        }
+        QueueAction::Retry { id, config } => {
+            let settings = load(&config)?;
+            let count = control::retry(&settings.server.spool_dir, id)
+                .await
+                .map_err(runtime)?;
+            println!("{count} deliveries scheduled for now");
+            Ok(())
+        }
+        QueueAction::Delete { id, config } => {
+            let settings = load(&config)?;
+            let count = control::delete(&settings.server.spool_dir, id)
+                .await
+                .map_err(runtime)?;
+            if count == 0 {
+                return Err(Failure::Runtime(format!(
+                    "no message or delivery {id} in the queue"
+                )));
+            }
+            println!("{count} deliveries deleted");
+            Ok(())
+        }
+    }
+}
+
+fn print_delivery(delivery: &Delivery) {
+    println!(
+        "{:<16} {:<8} {:<9} {:>8}  {}  attempts={}  {}  -> {}",
+        delivery.id.to_string(),
+        delivery.kind.as_str(),
+        delivery.direction.as_str(),
+        delivery.size,
+        relay::queue::rfc5322_date(delivery.created),
+        delivery.attempts,
+        delivery.reverse_path,
+        delivery.next_hop
+    );
+    println!("{:<16} message {}", "", delivery.message);
+    for recipient in &delivery.recipients {
+        let state = match &recipient.state {
+            RecipientState::Pending(None) => "pending".to_string(),
+            RecipientState::Pending(Some(reason)) => format!("deferred: {reason}"),
+            RecipientState::Delivered(reply) => format!("delivered: {reply}"),
+            RecipientState::Failed(reason) => format!("failed: {reason}"),
+        };
+        println!("{:<16}   {}  ({state})", "", recipient.address);
+    }
+}
