@@ -515,7 +515,7 @@ fn check_server(raw: RawServer, problems: &mut Problems) -> Option<Server> {
         }
     };
 
-    ok.then(|| Server {
+    ok.then_some(Server {
         hostname: raw.hostname,
         listen,
         spool_dir: raw.spool_dir,
@@ -734,7 +734,7 @@ fn check_journal(raw: RawJournal, has_directory: bool, problems: &mut Problems) 
         ok = false;
     }
 
-    ok.then(|| Journal {
+    ok.then_some(Journal {
         format: raw.format,
         report_sender,
         rules: JournalRules { inbound, outbound },

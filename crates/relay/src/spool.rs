@@ -346,7 +346,7 @@ fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
 
         let result = write_group(db, &group).map_err(|e| {
             tracing::error!(error = %e, requests = group.len(), "Spool write failed.");
-            SpoolError::Write(e.to_string())
+            SpoolError::Write(e)
         });
         for request in group {
             if let Some(done) = request.done {
@@ -356,33 +356,35 @@ fn write_loop(db: &Database, requests: &mpsc::Receiver<WriteRequest>) {
     }
 }
 
-fn write_group(db: &Database, group: &[WriteRequest]) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
+fn write_group(db: &Database, group: &[WriteRequest]) -> Result<(), String> {
+    let text = |e: &dyn fmt::Display| e.to_string();
+    let mut txn = db.begin_write().map_err(|e| text(&e))?;
     txn.set_durability(Durability::Immediate);
     {
-        let mut bodies = txn.open_table(BODIES)?;
-        let mut deliveries = txn.open_table(DELIVERIES)?;
+        let mut bodies = txn.open_table(BODIES).map_err(|e| text(&e))?;
+        let mut deliveries = txn.open_table(DELIVERIES).map_err(|e| text(&e))?;
         for request in group {
             let batch = &request.batch;
             for (id, bytes) in &batch.put_bodies {
-                bodies.insert(id.0, bytes.as_slice())?;
+                bodies
+                    .insert(id.0, bytes.as_slice())
+                    .map_err(|e| text(&e))?;
             }
             for delivery in &batch.put_deliveries {
-                let record = serde_json::to_vec(delivery).map_err(|e| {
-                    redb::Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                })?;
-                deliveries.insert(delivery.id.0, record.as_slice())?;
+                let record = serde_json::to_vec(delivery).map_err(|e| text(&e))?;
+                deliveries
+                    .insert(delivery.id.0, record.as_slice())
+                    .map_err(|e| text(&e))?;
             }
             for id in &batch.remove_deliveries {
-                deliveries.remove(id.0)?;
+                deliveries.remove(id.0).map_err(|e| text(&e))?;
             }
             for id in &batch.remove_bodies {
-                bodies.remove(id.0)?;
+                bodies.remove(id.0).map_err(|e| text(&e))?;
             }
         }
     }
-    txn.commit()?;
-    Ok(())
+    txn.commit().map_err(|e| text(&e))
 }
 
 /// Microseconds since the epoch: the base of queue ids.
