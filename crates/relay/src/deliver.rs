@@ -111,9 +111,9 @@ impl Deliverer {
                     self.put_idle(key, connection);
                     return outcomes;
                 }
-                Err(Stage::BeforeMail(_)) => connection.abort().await,
+                Err(Stage::BeforeMail(_)) => close(connection).await,
                 Err(stage) => {
-                    connection.abort().await;
+                    close(connection).await;
                     return stage.into_outcomes(recipients.len());
                 }
             }
@@ -134,7 +134,7 @@ impl Deliverer {
                 outcomes
             }
             Err(stage) => {
-                connection.abort().await;
+                close(connection).await;
                 stage.into_outcomes(recipients.len())
             }
         }
@@ -188,7 +188,7 @@ impl Deliverer {
                 Err(_) => return Err(format!("STARTTLS with {host}:{port}: timed out")),
             }
         } else if tls == TlsMode::Required {
-            connection.abort().await;
+            close(connection).await;
             return Err(format!(
                 "{host}:{port} does not offer STARTTLS, which is required"
             ));
@@ -313,6 +313,12 @@ impl Deliverer {
             }
         }
     }
+}
+
+/// Ends a session politely if the server still answers, but never waits
+/// long for it: a next hop that stalls must not hold the attempt (case C17).
+async fn close(mut connection: AsyncSmtpConnection) {
+    let _ = timeout(Duration::from_secs(2), connection.abort()).await;
 }
 
 /// Where an SMTP session broke down.
