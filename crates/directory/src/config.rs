@@ -96,7 +96,10 @@ pub struct DirectoryConfig {
     #[serde(default = "defaults::cache_ttl", deserialize_with = "duration")]
     pub cache_ttl: Duration,
     /// How long "not found" is trusted.
-    #[serde(default = "defaults::negative_cache_ttl", deserialize_with = "duration")]
+    #[serde(
+        default = "defaults::negative_cache_ttl",
+        deserialize_with = "duration"
+    )]
     pub negative_cache_ttl: Duration,
     /// How long past its TTL an entry may still serve while the directory is down.
     #[serde(default = "defaults::stale_ttl", deserialize_with = "duration")]
@@ -166,7 +169,9 @@ impl DirectoryConfig {
                  unauthenticated bind, RFC 4513 §5.1.2)"
                     .into(),
             ),
-            None if has_password => report("bind_dn", "a bind password is set but no bind_dn".into()),
+            None if has_password => {
+                report("bind_dn", "a bind password is set but no bind_dn".into())
+            }
             _ => {}
         }
         if let Some(path) = &self.bind_password_file {
@@ -218,7 +223,9 @@ pub(crate) fn url_scheme(url: &str) -> Result<Scheme, String> {
         return Err(format!("{url:?} names no host"));
     }
     if host.contains('/') || host.contains('?') {
-        return Err(format!("{url:?} must name only host and port; set base_dn apart"));
+        return Err(format!(
+            "{url:?} must name only host and port; set base_dn apart"
+        ));
     }
     Ok(scheme)
 }
@@ -273,13 +280,17 @@ mod tests {
     #[test]
     fn password_is_redacted() {
         let c = parse(
-            "url = \"ldap://x\"\nbase_dn = \"dc=x\"\nbind_dn = \"cn=a\"\nbind_password = \"hunter2\"\n",
+            "url = \"ldap://x\"\nbase_dn = \"dc=x\"\n\
+             bind_dn = \"cn=a\"\nbind_password = \"hunter2\"\n",
         )
         .expect("parses");
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
-        assert_eq!(c.bind_password.as_ref().map(|s| s.to_string()).as_deref(), Some("<redacted>"));
+        assert_eq!(
+            c.bind_password.as_ref().map(|s| s.to_string()).as_deref(),
+            Some("<redacted>")
+        );
     }
 
     #[test]
@@ -292,10 +303,18 @@ mod tests {
         c.timeout = Duration::ZERO;
         c.mapping = "/nonexistent/mapping.toml".into();
         let keys: Vec<String> = c.check().into_iter().map(|(k, _)| k).collect();
-        for key in
-            ["starttls", "bind_password", "bind_password_file", "base_dn", "timeout", "mapping"]
-        {
-            assert!(keys.contains(&key.to_string()), "{key} missing from {keys:?}");
+        for key in [
+            "starttls",
+            "bind_password",
+            "bind_password_file",
+            "base_dn",
+            "timeout",
+            "mapping",
+        ] {
+            assert!(
+                keys.contains(&key.to_string()),
+                "{key} missing from {keys:?}"
+            );
         }
         let c = DirectoryConfig::new("http://dc1", "dc=x");
         assert_eq!(c.check()[0].0, "url");

@@ -81,7 +81,11 @@ impl DirectoryError {
             RC_INVALID_CREDENTIALS => DirectoryError::BadCredentials,
             _ => DirectoryError::Protocol {
                 code,
-                text: if text.is_empty() { "no diagnostic message".into() } else { text.into() },
+                text: if text.is_empty() {
+                    "no diagnostic message".into()
+                } else {
+                    text.into()
+                },
             },
         }
     }
@@ -109,23 +113,34 @@ pub(crate) fn classify(err: LdapError) -> (DirectoryError, Failure) {
             let err = DirectoryError::from_result(result.rc, &result.text);
             (err, if lost { ConnectionLost } else { Operation })
         }
-        LdapError::Io { source } => (DirectoryError::Unreachable(source.to_string()), ConnectionLost),
+        LdapError::Io { source } => (
+            DirectoryError::Unreachable(source.to_string()),
+            ConnectionLost,
+        ),
         LdapError::OpSend { .. }
         | LdapError::ResultRecv { .. }
         | LdapError::IdScrubSend { .. }
         | LdapError::MiscSend { .. }
-        | LdapError::EndOfStream => {
-            (DirectoryError::Unreachable("connection closed".into()), ConnectionLost)
-        }
-        LdapError::Rustls { source } => {
-            (DirectoryError::Unreachable(format!("tls: {source}")), ConnectionLost)
-        }
+        | LdapError::EndOfStream => (
+            DirectoryError::Unreachable("connection closed".into()),
+            ConnectionLost,
+        ),
+        LdapError::Rustls { source } => (
+            DirectoryError::Unreachable(format!("tls: {source}")),
+            ConnectionLost,
+        ),
         LdapError::UrlParsing { .. }
         | LdapError::UnknownScheme(_)
         | LdapError::DNSName { .. }
         | LdapError::EmptyUnixPath
         | LdapError::PortInUnixPath => (DirectoryError::Config(err.to_string()), Operation),
-        other => (DirectoryError::Protocol { code: 0, text: other.to_string() }, Operation),
+        other => (
+            DirectoryError::Protocol {
+                code: 0,
+                text: other.to_string(),
+            },
+            Operation,
+        ),
     }
 }
 
@@ -140,7 +155,10 @@ mod tests {
         assert!(DirectoryError::from_result(51, "busy").is_temporary());
         assert!(DirectoryError::from_result(52, "").is_temporary());
         assert!(DirectoryError::BadCredentials.is_permanent());
-        assert_eq!(DirectoryError::from_result(49, "x"), DirectoryError::BadCredentials);
+        assert_eq!(
+            DirectoryError::from_result(49, "x"),
+            DirectoryError::BadCredentials
+        );
         assert!(DirectoryError::from_result(50, "insufficient access").is_permanent());
         assert!(DirectoryError::Config("x".into()).is_permanent());
     }
