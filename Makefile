@@ -3,6 +3,7 @@
 #   make test   install what the tests need, then run the whole suite
 
 CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-deps build release lint bench clean
 
@@ -16,9 +17,19 @@ build:
 release:
 	$(CARGO) build --release
 
-# The suite needs python3 (an independent MIME parser checks journal reports).
+# The suite needs python3 (an independent MIME parser checks journal reports)
+# and OpenLDAP's slapd with its tools (the directory tests start their own).
+TEST_PACKAGES = python3 slapd ldap-utils
 test-deps:
-	@command -v python3 >/dev/null || (apt-get update -qq && apt-get install -y -qq python3)
+	@missing=""; \
+	command -v python3 >/dev/null || missing="$$missing python3"; \
+	{ command -v slapd >/dev/null || [ -x /usr/sbin/slapd ]; } || missing="$$missing slapd"; \
+	command -v ldapsearch >/dev/null || missing="$$missing ldap-utils"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES); \
+	fi
 
 test: test-deps
 	$(CARGO) build --all-targets

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use relay::control;
+use relay::resolver::Resolver;
 use relay::spool::{Delivery, QueueId, RecipientState};
 use relay::Settings;
 
@@ -46,6 +47,14 @@ enum Command {
         /// Configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Show the directory entry of an address and its journal targets.
+    Lookup {
+        /// Configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The address to look up.
+        address: String,
     },
     /// Inspect and act on the spool, like mailq and postqueue.
     Queue {
@@ -155,7 +164,8 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }
-        Command::Check { config } => check(&load(&config)?),
+        Command::Check { config } => check(&load(&config)?).await,
+        Command::Lookup { config, address } => lookup(&load(&config)?, &address).await,
         Command::Queue { action } => queue(action).await,
     }
 }
@@ -176,7 +186,7 @@ async fn stop_signal() {
     }
 }
 
-fn check(settings: &Settings) -> Result<(), Failure> {
+async fn check(settings: &Settings) -> Result<(), Failure> {
     println!("configuration {}: ok", settings.file.display());
     println!("  hostname          {}", settings.server.hostname);
     for address in &settings.server.listen {
@@ -237,6 +247,101 @@ fn check(settings: &Settings) -> Result<(), Failure> {
         )));
     }
     println!("  spool directory   writable");
+
+    // The directory: bind, then the hidden-recipient check of every target.
+    let Some(directory) = &settings.directory else {
+        return Ok(());
+    };
+    println!(
+        "  directory         {} (base {})",
+        directory.url, directory.base_dn
+    );
+    let resolver =
+        Resolver::new(settings).map_err(|e| Failure::Config(format!("directory: {e}")))?;
+    let rows = resolver.hidden_report(settings).await;
+    println!(
+        "\nhidden-recipient check ({:?}):",
+        settings.journal.hidden_check
+    );
+    println!("  {:<26} {:<40} verdict", "role", "target");
+    for row in &rows {
+        println!("  {:<26} {:<40} {}", row.role, row.target, row.verdict());
+    }
+    if let Some(row) = rows.iter().find(|r| r.status.is_err()) {
+        return Err(Failure::Runtime(format!(
+            "the directory did not answer for {}: {}",
+            row.target,
+            row.verdict()
+        )));
+    }
+    let strict = settings.journal.hidden_check == relay::config::HiddenCheck::Strict;
+    if strict {
+        if let Some(row) = rows.iter().find(|r| !r.ok()) {
+            return Err(Failure::Runtime(format!(
+                "journal.hidden_check is strict and {} {} fails: {}",
+                row.role,
+                row.target,
+                row.verdict()
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn lookup(settings: &Settings, address: &str) -> Result<(), Failure> {
+    let resolver =
+        Resolver::new(settings).map_err(|e| Failure::Config(format!("directory: {e}")))?;
+    let Some(directory) = resolver.directory() else {
+        return Err(Failure::Config(format!(
+            "{}: no [directory] section to look {address} up in",
+            settings.file.display()
+        )));
+    };
+    let runtime = |e: directory::DirectoryError| Failure::Runtime(format!("directory: {e}"));
+    let entry = match directory.lookup(address).await.map_err(runtime)? {
+        directory::Lookup::Found(entry) => entry,
+        directory::Lookup::NotFound => {
+            return Err(Failure::Runtime(format!(
+                "{address}: no entry in the directory"
+            )));
+        }
+    };
+
+    println!("address    {address}");
+    println!("dn         {}", entry.dn);
+    println!("mail       {}", entry.mail.as_deref().unwrap_or("(none)"));
+    println!("addresses  {}", entry.addresses.join(", "));
+    println!("hidden     {}", entry.hidden);
+    for (name, attribute) in [
+        ("inbound", &settings.journal.inbound_recipient_attribute),
+        ("outbound", &settings.journal.outbound_recipient_attribute),
+    ] {
+        let Some(attribute) = attribute else {
+            println!("{name} journal targets: (no {name}_recipient_attribute configured)");
+            continue;
+        };
+        let targets = directory
+            .targets(&entry, attribute)
+            .await
+            .map_err(runtime)?;
+        println!("{name} journal targets ({attribute}): {}", targets.len());
+        for target in targets {
+            let via = target
+                .expanded_from
+                .as_deref()
+                .map(|g| format!(" (expanded from {g})"))
+                .unwrap_or_default();
+            let row = relay::resolver::HiddenRow {
+                role: String::new(),
+                target: target.address.clone(),
+                status: resolver
+                    .hidden_status(&target.address)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            println!("  {}{via}  {}", target.address, row.verdict());
+        }
+    }
     Ok(())
 }
 

@@ -97,12 +97,19 @@ impl JournalRules {
     }
 
     /// The journal transaction for a message of `direction`, merging the
-    /// global targets with those found per recipient. `None` when there is
-    /// nothing to journal.
-    pub fn plan(&self, direction: Direction, found: &[RecipientTargets]) -> Option<JournalPlan> {
+    /// global targets (those configured as addresses, and `resolved` ones the
+    /// directory found for `ldap:///` targets) with those found per
+    /// recipient. `None` when there is nothing to journal.
+    pub fn plan(
+        &self,
+        direction: Direction,
+        resolved: &[Address],
+        found: &[RecipientTargets],
+    ) -> Option<JournalPlan> {
         let rules = self.for_direction(direction)?;
 
         let mut targets = rules.targets.clone();
+        targets.extend(resolved.iter().cloned());
         for entry in found {
             targets.extend(entry.targets.iter().cloned());
         }
@@ -153,11 +160,13 @@ mod tests {
 
     #[test]
     fn global_targets_journal_each_direction_once() {
-        let plan = rules().plan(Direction::Inbound, &[]).expect("inbound plan");
+        let plan = rules()
+            .plan(Direction::Inbound, &[], &[])
+            .expect("inbound plan");
         assert_eq!(plan.targets, vec![addr("journal@example.com")]);
         assert_eq!(plan.ndr, addr("journal-ndr@example.com"));
         let plan = rules()
-            .plan(Direction::Outbound, &[])
+            .plan(Direction::Outbound, &[], &[])
             .expect("outbound plan");
         assert_eq!(plan.direction, Direction::Outbound);
     }
@@ -174,7 +183,7 @@ mod tests {
                 targets: vec![addr("mgr@Example.com")],
             },
         ];
-        let plan = rules().plan(Direction::Inbound, &found).expect("plan");
+        let plan = rules().plan(Direction::Inbound, &[], &found).expect("plan");
         assert_eq!(
             plan.targets,
             vec![addr("journal@example.com"), addr("mgr@example.com")]
@@ -187,7 +196,7 @@ mod tests {
             inbound: None,
             ..rules()
         };
-        assert_eq!(rules.plan(Direction::Inbound, &[]), None);
+        assert_eq!(rules.plan(Direction::Inbound, &[], &[]), None);
     }
 
     #[test]
@@ -199,13 +208,25 @@ mod tests {
             }),
             outbound: None,
         };
-        assert_eq!(rules.plan(Direction::Inbound, &[]), None);
+        assert_eq!(rules.plan(Direction::Inbound, &[], &[]), None);
         let found = vec![RecipientTargets {
             owner: addr("bob@example.com"),
             targets: vec![addr("mgr@example.com")],
         }];
-        let plan = rules.plan(Direction::Inbound, &found).expect("plan");
+        let plan = rules.plan(Direction::Inbound, &[], &found).expect("plan");
         assert_eq!(plan.targets, vec![addr("mgr@example.com")]);
+    }
+
+    #[test]
+    fn resolved_ldap_targets_join_the_global_ones() {
+        let resolved = vec![addr("archive@example.com"), addr("Journal@example.com")];
+        let plan = rules()
+            .plan(Direction::Inbound, &resolved, &[])
+            .expect("plan");
+        assert_eq!(
+            plan.targets,
+            vec![addr("journal@example.com"), addr("archive@example.com")]
+        );
     }
 
     #[test]

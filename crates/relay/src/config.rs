@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use directory::{DirectoryConfig, Mapping};
 use ipnet::IpNet;
 use policy::{Address, DirectionRules, JournalFormat, JournalRules};
 use serde::Deserialize;
@@ -51,7 +52,7 @@ pub struct Settings {
     /// `[journal]`.
     pub journal: Journal,
     /// `[directory]`, when present.
-    pub directory: Option<Directory>,
+    pub directory: Option<DirectoryConfig>,
     /// `[queue]`.
     pub queue: Queue,
 }
@@ -128,59 +129,6 @@ pub enum HiddenCheck {
     Strict,
 }
 
-/// `[directory]`, the LDAP server holding per-recipient journal targets.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Directory {
-    /// `ldap://` or `ldaps://` URL.
-    pub url: String,
-    /// Use StartTLS on an `ldap://` URL.
-    #[serde(default)]
-    pub starttls: bool,
-    /// Bind DN.
-    pub bind_dn: Option<String>,
-    /// File holding the bind password.
-    pub bind_password_file: Option<PathBuf>,
-    /// The bind password itself, best given by the environment.
-    pub bind_password: Option<String>,
-    /// Search base.
-    pub base_dn: String,
-    /// Preset name or path of a mapping file.
-    #[serde(default = "default_mapping")]
-    pub mapping: String,
-    /// How long a found entry is cached.
-    #[serde(default = "default_cache_ttl", with = "duration")]
-    pub cache_ttl: Duration,
-    /// How long "no such user" is cached.
-    #[serde(default = "default_negative_cache_ttl", with = "duration")]
-    pub negative_cache_ttl: Duration,
-    /// How long an expired entry may serve while LDAP is down.
-    #[serde(default = "default_stale_ttl", with = "duration")]
-    pub stale_ttl: Duration,
-    /// Most entries cached.
-    #[serde(default = "default_cache_capacity")]
-    pub cache_capacity: u64,
-    /// Bound on every LDAP operation.
-    #[serde(default = "default_ldap_timeout", with = "duration")]
-    pub timeout: Duration,
-}
-
-impl fmt::Debug for Directory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The bind password never reaches a log line.
-        f.debug_struct("Directory")
-            .field("url", &self.url)
-            .field("bind_dn", &self.bind_dn)
-            .field(
-                "bind_password",
-                &self.bind_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field("base_dn", &self.base_dn)
-            .field("mapping", &self.mapping)
-            .finish_non_exhaustive()
-    }
-}
-
 /// `[queue]`: retries and delivery time limits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,24 +174,6 @@ fn default_max_message_size() -> usize {
 fn default_max_connections() -> usize {
     1000
 }
-fn default_mapping() -> String {
-    "active-directory".into()
-}
-fn default_cache_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_negative_cache_ttl() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_stale_ttl() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_cache_capacity() -> u64 {
-    100_000
-}
-fn default_ldap_timeout() -> Duration {
-    Duration::from_secs(5)
-}
 fn default_retry_initial() -> Duration {
     Duration::from_secs(60)
 }
@@ -288,7 +218,7 @@ struct RawSettings {
     routing: RawRouting,
     #[serde(default)]
     journal: RawJournal,
-    directory: Option<Directory>,
+    directory: Option<DirectoryConfig>,
     #[serde(default)]
     queue: Queue,
 }
@@ -412,11 +342,11 @@ impl Settings {
 
         let server = check_server(raw.server, &mut problems);
         let routing = check_routing(raw.routing, &mut problems);
+        if let Some(directory) = &raw.directory {
+            check_directory(directory, &raw.journal, &mut problems);
+        }
         let journal = check_journal(raw.journal, raw.directory.is_some(), &mut problems);
         check_queue(&raw.queue, &mut problems);
-        if let Some(directory) = &raw.directory {
-            check_directory(directory, &mut problems);
-        }
 
         match (server, routing, journal) {
             (Some(server), Some(routing), Some(journal)) if problems.0.is_empty() => Ok(Settings {
@@ -769,25 +699,30 @@ fn check_queue(queue: &Queue, problems: &mut Problems) {
     }
 }
 
-fn check_directory(directory: &Directory, problems: &mut Problems) {
-    let scheme_ok = directory.url.starts_with("ldap://") || directory.url.starts_with("ldaps://");
-    if !scheme_ok {
-        problems.add("directory.url", "must start with ldap:// or ldaps://");
+fn check_directory(directory: &DirectoryConfig, journal: &RawJournal, problems: &mut Problems) {
+    for (key, problem) in directory.check() {
+        problems.add(&format!("directory.{key}"), problem);
     }
-    if directory.starttls && directory.url.starts_with("ldaps://") {
-        problems.add("directory.starttls", "cannot be used with an ldaps:// URL");
-    }
-    if directory.bind_password.is_some() && directory.bind_password_file.is_some() {
-        problems.add(
-            "directory.bind_password",
-            "give bind_password or bind_password_file, not both",
-        );
-    }
-    if directory.base_dn.trim().is_empty() {
-        problems.add("directory.base_dn", "must not be empty");
-    }
-    if directory.timeout.is_zero() {
-        problems.add("directory.timeout", "must be longer than zero");
+
+    // A legacy property value must translate through the mapping.
+    let Ok(mapping) = Mapping::load(&directory.mapping) else {
+        return;
+    };
+    for (key, attribute) in [
+        (
+            "journal.inbound_recipient_attribute",
+            &journal.inbound_recipient_attribute,
+        ),
+        (
+            "journal.outbound_recipient_attribute",
+            &journal.outbound_recipient_attribute,
+        ),
+    ] {
+        if let Some(attribute) = attribute {
+            if let Err(e) = mapping.attribute_for(attribute) {
+                problems.add(key, e);
+            }
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use policy::report::{
     render_copy, render_envelope, ReportRecipient, DIRECTION_FIELD, REPORT_FIELD,
 };
 use policy::{
-    headers, Address, Direction, JournalFormat, JournalRules, ReportInput, ReversePath, Route,
+    headers, Address, Direction, JournalFormat, JournalRules, RecipientTargets, ReportInput,
+    ReversePath, Route,
 };
 use tracing::info;
 
@@ -45,6 +46,10 @@ pub struct Envelope<'a> {
     pub reverse_path: &'a ReversePath,
     /// RCPT TO, each with its route.
     pub recipients: &'a [(Address, Route)],
+    /// Resolved `ldap:///` global journal targets of the direction.
+    pub resolved_globals: &'a [Address],
+    /// Journal targets the directory holds per recipient (or sender).
+    pub found: &'a [RecipientTargets],
 }
 
 /// What intake needs of the configuration.
@@ -169,7 +174,11 @@ impl Intake {
             info!(direction = %envelope.direction, "Journal copy from inside: not journaled again.");
             return None;
         }
-        self.rules.plan(envelope.direction, &[])
+        self.rules.plan(
+            envelope.direction,
+            envelope.resolved_globals,
+            envelope.found,
+        )
     }
 
     fn render_journal(

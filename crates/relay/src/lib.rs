@@ -14,6 +14,7 @@ pub mod dsn;
 pub mod intake;
 pub mod next_hop;
 pub mod queue;
+pub mod resolver;
 pub mod server;
 pub mod smtp;
 pub mod spool;

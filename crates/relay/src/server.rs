@@ -20,6 +20,7 @@ use crate::control;
 use crate::deliver::{Deliverer, Limits};
 use crate::intake::Intake;
 use crate::queue::{self, QueueSettings};
+use crate::resolver::Resolver;
 use crate::smtp::session::{Ending, Session, SessionContext};
 use crate::spool::Spool;
 
@@ -46,6 +47,12 @@ pub enum ServeError {
     /// The control socket could not be created.
     #[error("control socket: {0}")]
     Control(String),
+    /// The directory configuration is unusable.
+    #[error("directory: {0}")]
+    Directory(String),
+    /// `hidden_check = "strict"` and a global target is not hidden.
+    #[error("journal.hidden_check is strict and {0}")]
+    NotHidden(String),
 }
 
 /// Runs the gateway until `stop` resolves.
@@ -57,6 +64,12 @@ pub async fn serve(
         Some((cert, key)) => Some(crate::tls::acceptor(cert, key).map_err(ServeError::Tls)?),
         None => None,
     };
+
+    let resolver = Resolver::new(&settings).map_err(|e| ServeError::Directory(e.to_string()))?;
+    hidden_check(&settings, &resolver).await?;
+    if let Some(directory) = &settings.directory {
+        resolver.spawn_global_refresh(directory.cache_ttl);
+    }
 
     let spool = Spool::open(&settings.server.spool_dir)?;
     let deliverer = Arc::new(Deliverer::new(
@@ -100,6 +113,7 @@ pub async fn serve(
         routing: settings.policy_routing(),
         intake: Intake::new(&settings, spool.clone(), queue.clone()),
         tls_available: tls.is_some(),
+        resolver,
     });
     let max_connections = settings.server.max_connections;
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -140,6 +154,29 @@ pub async fn serve(
     queue.shutdown().await;
     control::remove(&settings.server.spool_dir);
     info!("Gateway stopped.");
+    Ok(())
+}
+
+/// Checks every global journal target and NDR address in the directory:
+/// logged under `warn`, fatal under `strict` (product contract §2).
+async fn hidden_check(settings: &Settings, resolver: &Resolver) -> Result<(), ServeError> {
+    let strict = settings.journal.hidden_check == crate::config::HiddenCheck::Strict;
+    for row in resolver.hidden_report(settings).await {
+        if row.ok() {
+            info!(target = %row.target, role = %row.role, "Journal address is a hidden recipient.");
+            continue;
+        }
+        if strict {
+            return Err(ServeError::NotHidden(format!(
+                "{} {}: {}",
+                row.role,
+                row.target,
+                row.verdict()
+            )));
+        }
+        warn!(target = %row.target, role = %row.role, verdict = %row.verdict(),
+            "Journal address is not a hidden recipient.");
+    }
     Ok(())
 }
 

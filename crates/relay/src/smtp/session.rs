@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::{Address, Direction, ReversePath, Route};
+use policy::{Address, Direction, RecipientTargets, ReversePath, Route};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::command::{self, Command};
 use super::data::{DataReader, Feed};
 use crate::intake::{self, Envelope, Intake};
+use crate::resolver::Resolver;
 
 /// RFC 5321 §4.5.3.2.7: the server waits five minutes for a command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
@@ -52,6 +53,8 @@ pub struct SessionContext {
     pub intake: Intake,
     /// Whether STARTTLS can be offered.
     pub tls_available: bool,
+    /// Journal targets from the directory.
+    pub resolver: Resolver,
 }
 
 /// How a session ended.
@@ -66,6 +69,10 @@ pub enum Ending<S> {
 struct Transaction {
     reverse_path: ReversePath,
     recipients: Vec<(Address, Route)>,
+    /// Journal targets the directory holds for recipients (or the sender).
+    found: Vec<RecipientTargets>,
+    /// The envelope sender's targets were looked up (outbound).
+    sender_looked_up: bool,
 }
 
 /// One session on one socket.
@@ -162,7 +169,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 declared_size,
                 eight_bit: _,
             } => self.mail(reverse_path, declared_size),
-            Command::Rcpt(recipient) => self.rcpt(recipient),
+            Command::Rcpt(recipient) => self.rcpt(recipient).await,
             Command::Data => return self.data().await,
             Command::Rset => {
                 self.transaction = None;
@@ -229,12 +236,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         self.transaction = Some(Transaction {
             reverse_path,
             recipients: Vec::new(),
+            found: Vec::new(),
+            sender_looked_up: false,
         });
         self.reply("250 2.1.0 Ok");
     }
 
-    fn rcpt(&mut self, recipient: Address) {
-        let Some(transaction) = self.transaction.as_mut() else {
+    async fn rcpt(&mut self, recipient: Address) {
+        let Some(transaction) = self.transaction.as_ref() else {
             self.error("503 5.5.1 Need MAIL command");
             return;
         };
@@ -243,11 +252,18 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             return;
         }
 
-        match self.context.routing.admit(self.direction, &recipient) {
-            Ok(route) => {
-                transaction.recipients.push((recipient, route));
-                self.reply("250 2.1.5 Ok");
+        let admitted = self.context.routing.admit(self.direction, &recipient);
+        let route = match admitted {
+            Ok(_)
+                if self.direction == Direction::Inbound
+                    && self.context.resolver.is_global_target(&recipient) =>
+            {
+                Err(policy::Refusal::ProtectedTarget)
             }
+            other => other,
+        };
+        let route = match route {
+            Ok(route) => route,
             Err(refusal) => {
                 info!(
                     client = %self.client,
@@ -257,8 +273,66 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                     "Recipient refused."
                 );
                 self.error(refusal.reply());
+                return;
+            }
+        };
+
+        // Nothing is accepted without its journal targets (contract §4).
+        match self.directory_targets(&recipient).await {
+            Ok(found) => {
+                if let Some(transaction) = self.transaction.as_mut() {
+                    transaction.found.extend(found);
+                    transaction.recipients.push((recipient, route));
+                }
+                self.reply("250 2.1.5 Ok");
+            }
+            Err(e) => {
+                warn!(
+                    client = %self.client,
+                    recipient = %recipient,
+                    error = %e,
+                    "Journal targets unknown: recipient deferred."
+                );
+                self.reply("451 4.4.3 Directory unavailable, try again later");
             }
         }
+    }
+
+    /// The directory's journal targets this recipient adds: its own inbound,
+    /// the envelope sender's outbound (looked up once per transaction).
+    async fn directory_targets(
+        &mut self,
+        recipient: &Address,
+    ) -> Result<Vec<RecipientTargets>, crate::resolver::ResolveError> {
+        let resolver = &self.context.resolver;
+        if !resolver.active(self.direction) {
+            return Ok(Vec::new());
+        }
+        resolver.global_targets(self.direction)?;
+
+        let owner = match self.direction {
+            Direction::Inbound => Some(recipient.clone()),
+            Direction::Outbound => {
+                let Some(transaction) = self.transaction.as_ref() else {
+                    return Ok(Vec::new());
+                };
+                if transaction.sender_looked_up {
+                    None
+                } else {
+                    transaction.reverse_path.mailbox().cloned()
+                }
+            }
+        };
+        let found = match &owner {
+            Some(owner) => resolver.targets_of(self.direction, owner).await?,
+            None => None,
+        };
+        if self.direction == Direction::Outbound {
+            if let Some(transaction) = self.transaction.as_mut() {
+                transaction.sender_looked_up = true;
+            }
+        }
+        Ok(found.into_iter().collect())
     }
 
     async fn data(&mut self) -> std::io::Result<Step> {
@@ -298,6 +372,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             (false, true) => "SMTPS",
             (false, false) => "SMTP",
         };
+        // Resolved at RCPT already; a refresh since only changes the list.
+        let resolved_globals = self
+            .context
+            .resolver
+            .global_targets(self.direction)
+            .unwrap_or_default();
         let envelope = Envelope {
             direction: self.direction,
             client: self.client,
@@ -305,6 +385,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             protocol,
             reverse_path: &transaction.reverse_path,
             recipients: &transaction.recipients,
+            resolved_globals: &resolved_globals,
+            found: &transaction.found,
         };
         match self.context.intake.accept(&envelope, &message).await {
             Ok(id) => {
