@@ -163,7 +163,11 @@ async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve { config } => {
             let settings = load(&config)?;
-            relay::server::serve(settings, stop_signal())
+            let metrics = match settings.server.admin_listen {
+                Some(_) => Some(relay::metrics::install().map_err(Failure::Runtime)?),
+                None => None,
+            };
+            relay::server::serve(settings, metrics, stop_signal())
                 .await
                 .map_err(|e| Failure::Runtime(e.to_string()))
         }

@@ -25,6 +25,10 @@ use tracing::{debug, info, warn};
 use crate::config::{DirectoryConfig, Secret};
 use crate::error::{classify, DirectoryError, Failure};
 
+/// Histogram of LDAP operation latency in seconds, reconnects included
+/// (recorded through the `metrics` facade; nothing happens without a recorder).
+pub const LATENCY_METRIC: &str = "mailjournal_directory_latency_seconds";
+
 /// The connection slot guarded by the mutex.
 struct Slot {
     /// The live handle, if any.
@@ -76,9 +80,20 @@ impl Connection {
         self.timeout
     }
 
-    /// Runs `op` on the shared handle, bounded by the timeout. A lost
-    /// connection is replaced and `op` retried once.
+    /// Runs `op` on the shared handle, bounded by the timeout, and records
+    /// its latency. A lost connection is replaced and `op` retried once.
     pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, DirectoryError>
+    where
+        F: Fn(Ldap) -> Fut,
+        Fut: Future<Output = Result<T, LdapError>>,
+    {
+        let started = std::time::Instant::now();
+        let result = self.run_once_or_twice(op).await;
+        metrics::histogram!(LATENCY_METRIC).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn run_once_or_twice<T, F, Fut>(&self, op: F) -> Result<T, DirectoryError>
     where
         F: Fn(Ldap) -> Fut,
         Fut: Future<Output = Result<T, LdapError>>,

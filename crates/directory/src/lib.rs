@@ -37,6 +37,7 @@ extern crate self as directory;
 
 pub use cache::DirectoryStats;
 pub use config::{DirectoryConfig, Secret};
+pub use connection::LATENCY_METRIC;
 pub use entry::Entry;
 pub use error::DirectoryError;
 pub use filter::{escape_filter_value, user_filter};

@@ -111,10 +111,55 @@ impl Address {
         }
     }
 
-    /// Case-insensitive comparison of the whole address, the way mail
-    /// administrators and directories compare addresses in practice.
+    /// The local part as the mailbox it names, in lower case: a quoted
+    /// string names the same mailbox as the same characters unquoted
+    /// (RFC 5321 §4.1.2), so `"journal"` and `journal` are one mailbox.
+    pub fn unquoted_local(&self) -> String {
+        let local = self.local_part();
+        let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+            return local.to_lowercase();
+        };
+        let mut plain = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => plain.extend(chars.next()),
+                c => plain.push(c),
+            }
+        }
+        plain.to_lowercase()
+    }
+
+    /// The mailbox a receiving server may deliver to, as far as a gateway can
+    /// tell: unquoted, the bang path (`host!user`) and percent hack
+    /// (`user%host`) undone, the subaddress (`user+tag`) dropped.
+    pub fn base_mailbox(&self) -> String {
+        let local = self.unquoted_local();
+        let local = local.rsplit('!').next().unwrap_or(&local);
+        let local = local.split('%').next().unwrap_or(local);
+        let local = local.split('+').next().unwrap_or(local);
+        match self.domain() {
+            Some(domain) => format!("{local}@{}", domain.to_ascii_lowercase()),
+            None => local.to_owned(),
+        }
+    }
+
+    /// Whether the local part carries a routing hack (`%` or `!` outside a
+    /// quoted form's meaning), which asks the next server to relay onwards.
+    pub fn has_routing_hack(&self) -> bool {
+        let local = self.unquoted_local();
+        local.contains('%') || local.contains('!')
+    }
+
+    /// Whether both name one mailbox: local parts compared unquoted and
+    /// without case, the way mail servers and directories match them.
     pub fn same_mailbox(&self, other: &Address) -> bool {
-        self.raw.eq_ignore_ascii_case(&other.raw)
+        self.unquoted_local() == other.unquoted_local()
+            && match (self.domain(), other.domain()) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (None, None) => true,
+                _ => false,
+            }
     }
 
     /// Whether the domain is one of `domains` (compared without case). A bare
@@ -327,6 +372,35 @@ mod tests {
         let p = parse("POSTMASTER@Example.com").expect("address");
         assert_eq!(p.key(), "postmaster@example.com");
         assert!(a.same_mailbox(&parse("bob@example.com").expect("address")));
+    }
+
+    #[test]
+    fn quoted_and_plain_forms_are_one_mailbox() {
+        let plain = parse("journal@example.com").expect("a");
+        for same in [
+            "\"journal\"@example.com",
+            "\"JOURNAL\"@Example.COM",
+            "\"\\journal\"@example.com",
+        ] {
+            assert!(parse(same).expect(same).same_mailbox(&plain), "{same}");
+        }
+        assert!(!parse("\"journal x\"@example.com")
+            .expect("a")
+            .same_mailbox(&plain));
+    }
+
+    #[test]
+    fn base_mailboxes_undo_subaddresses_and_routing_hacks() {
+        for (text, base) in [
+            ("journal+x@example.com", "journal@example.com"),
+            ("journal%example.com@example.com", "journal@example.com"),
+            ("example.com!journal@example.com", "journal@example.com"),
+            ("\"Journal+tag\"@EXAMPLE.com", "journal@example.com"),
+        ] {
+            assert_eq!(parse(text).expect(text).base_mailbox(), base, "{text}");
+        }
+        assert!(parse("a%b@example.com").expect("a").has_routing_hack());
+        assert!(!parse("a.b@example.com").expect("a").has_routing_hack());
     }
 
     #[test]

@@ -98,10 +98,18 @@ pub fn render_envelope(input: &ReportInput<'_>) -> Vec<u8> {
     );
     out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(b"Subject:");
-    if subject.is_empty() {
+    if subject.is_ascii() {
+        if subject.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(subject);
+    } else {
+        // Raw 8-bit in the original (SMTPUTF8, or a broken client): the
+        // report's own header stays ASCII, as RFC 2047 encoded words.
+        let decoded = original.as_ref().and_then(|m| m.subject()).unwrap_or("");
         out.push(b' ');
+        out.extend_from_slice(encoded_words(&one_line(decoded)).as_bytes());
     }
-    out.extend_from_slice(subject);
     out.extend_from_slice(b"\r\n");
     let mut head = String::new();
     let _ = write!(head, "MIME-Version: 1.0\r\n");
@@ -131,7 +139,13 @@ pub fn render_envelope(input: &ReportInput<'_>) -> Vec<u8> {
     // body is exactly the message, its last CRLF included.
     let mut part = String::new();
     let _ = write!(part, "\r\n--{boundary}\r\n");
-    let _ = write!(part, "Content-Type: message/rfc822\r\n");
+    // RFC 6532 §3.7: a message whose header is UTF-8 travels as message/global.
+    let inner_type = if header_block(input.message).is_ascii() {
+        "message/rfc822"
+    } else {
+        "message/global"
+    };
+    let _ = write!(part, "Content-Type: {inner_type}\r\n");
     let _ = write!(
         part,
         "Content-Transfer-Encoding: {}\r\n\r\n",
@@ -177,23 +191,31 @@ fn summarise(input: &ReportInput<'_>, original: Option<&mail_parser::Message<'_>
         None => lines.push_str("Message-Id: Unknown Message-ID\r\n"),
     }
 
-    let listed = |field: Option<&mail_parser::Address<'_>>, address: &Address| {
-        field.is_some_and(|list| {
-            list.iter()
+    // Every To: and Cc: field counts (a message may carry several), and an
+    // address matches in its unquoted form: `"bob@legacy"@example.net` in
+    // the envelope is `bob@legacy@example.net` to a header parser.
+    let listed = |field: mail_parser::HeaderName<'static>, address: &Address| {
+        let wanted = address.unquoted_local();
+        let domain = address.domain().unwrap_or("").to_ascii_lowercase();
+        original.is_some_and(|m| {
+            m.header_values(field.clone())
+                .filter_map(|v| v.as_address())
+                .flat_map(|list| list.iter())
                 .filter_map(|a| a.address())
-                .any(|a| a.eq_ignore_ascii_case(address.as_str()))
+                .any(|a| match a.rsplit_once('@') {
+                    Some((local, d)) => {
+                        local.to_lowercase() == wanted && d.to_ascii_lowercase() == domain
+                    }
+                    None => false,
+                })
         })
     };
     for recipient in input.recipients {
         let label = match input.direction {
             // Inbound header addressing comes from outside: not trusted.
             Direction::Inbound => "Recipient",
-            Direction::Outbound if listed(original.and_then(|m| m.to()), &recipient.address) => {
-                "To"
-            }
-            Direction::Outbound if listed(original.and_then(|m| m.cc()), &recipient.address) => {
-                "Cc"
-            }
+            Direction::Outbound if listed(mail_parser::HeaderName::To, &recipient.address) => "To",
+            Direction::Outbound if listed(mail_parser::HeaderName::Cc, &recipient.address) => "Cc",
             Direction::Outbound => "Bcc",
         };
         let _ = write!(lines, "{label}: {}", recipient.address);
@@ -224,6 +246,43 @@ fn encode_text(text: &str) -> (&'static str, Vec<u8>) {
         .map(|line| quoted_printable::encode_to_str(line.as_bytes()))
         .collect();
     ("quoted-printable", lines.join("\r\n").into_bytes())
+}
+
+/// The header block of a message, up to its empty line.
+pub fn header_block(message: &[u8]) -> &[u8] {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |p| p + 2);
+    &message[..end]
+}
+
+/// A value as RFC 2047 encoded words (UTF-8, B encoding), each at most 75
+/// characters, folded onto continuation lines.
+fn encoded_words(text: &str) -> String {
+    use base64::Engine as _;
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in text.chars() {
+        // 45 octets of text make 60 of base64, inside the 75 of one word.
+        if chunk.len() + c.len_utf8() > 45 {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?utf-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n ")
 }
 
 /// RFC 2045 §6.2: 7bit for short ASCII lines, 8bit for short lines with
@@ -320,6 +379,50 @@ mod tests {
             Cc: dave@example.net\r\n\
             Bcc: eve@example.net\r\n";
         assert!(text.contains(expected), "report was:\n{text}");
+    }
+
+    #[test]
+    fn quoted_recipients_and_repeated_fields_are_placed_right() {
+        let message = b"From: a@example.com\r\nTo: \"bob@legacy\"@example.net\r\n\
+            To: carol@example.net\r\nCc: dave@example.net\r\nCc: erin@example.net\r\n\
+            Subject: s\r\n\r\nx\r\n";
+        let report = render(
+            Direction::Outbound,
+            &[
+                "\"bob@legacy\"@example.net",
+                "carol@example.net",
+                "dave@example.net",
+                "erin@example.net",
+            ],
+            message,
+        );
+        let text = String::from_utf8_lossy(&report);
+        for line in [
+            "To: \"bob@legacy\"@example.net\r\n",
+            "To: carol@example.net\r\n",
+            "Cc: dave@example.net\r\n",
+            "Cc: erin@example.net\r\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn utf8_headers_make_an_ascii_report_around_message_global() {
+        let message = "From: j\u{f6}s\u{e9}@ex\u{e4}mple.net\r\nSubject: \u{fc}tf gr\u{fc}\u{df}e\r\n\r\nx\r\n";
+        let report = render(Direction::Inbound, &["bob@example.net"], message.as_bytes());
+        let head = header_block(&report);
+        assert!(head.is_ascii(), "{}", String::from_utf8_lossy(head));
+        let text = String::from_utf8_lossy(&report);
+        assert!(
+            text.contains("Subject: =?utf-8?B?w7x0ZiBncsO8w59l?=\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Content-Type: message/global\r\n"), "{text}");
+        assert!(
+            text.contains("Content-Transfer-Encoding: 8bit\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

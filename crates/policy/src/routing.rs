@@ -90,7 +90,9 @@ impl Routing {
     /// Decides at RCPT whether the recipient is acceptable and where it goes.
     pub fn admit(&self, direction: Direction, recipient: &Address) -> Result<Route, Refusal> {
         if direction == Direction::Inbound {
-            if !self.is_local(recipient) {
+            // `user%host@local` and `host!user@local` ask the next server to
+            // relay onwards: from outside, that is relaying.
+            if !self.is_local(recipient) || recipient.has_routing_hack() {
                 return Err(Refusal::RelayDenied);
             }
             if self.is_protected(recipient) {
@@ -109,9 +111,12 @@ impl Routing {
         }
     }
 
-    /// Whether the address is a journal or NDR address.
+    /// Whether the address may reach a journal or NDR mailbox: compared as
+    /// the mailbox a receiving server would deliver to (quotes, case and
+    /// `+subaddress` do not make another mailbox).
     pub fn is_protected(&self, address: &Address) -> bool {
-        self.protected.iter().any(|p| p.same_mailbox(address))
+        let wanted = address.base_mailbox();
+        self.protected.iter().any(|p| p.base_mailbox() == wanted)
     }
 }
 
@@ -179,6 +184,29 @@ mod tests {
             r.admit(Direction::Inbound, &addr("journal-ndr@example.com")),
             Err(Refusal::ProtectedTarget)
         );
+        for disguised in [
+            "\"journal\"@example.com",
+            "\"JOURNAL\"@example.com",
+            "\"\\journal\"@example.com",
+            "\"journal-ndr\"@EXAMPLE.COM",
+            "journal+x@example.com",
+        ] {
+            assert_eq!(
+                r.admit(Direction::Inbound, &addr(disguised)),
+                Err(Refusal::ProtectedTarget),
+                "{disguised}"
+            );
+        }
+        for hack in [
+            "journal%example.com@example.com",
+            "example.com!journal@example.com",
+        ] {
+            assert_eq!(
+                r.admit(Direction::Inbound, &addr(hack)),
+                Err(Refusal::RelayDenied),
+                "{hack}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use policy::report::header_block;
 use policy::Address;
 
 /// One recipient that failed, for the report.
@@ -30,8 +31,9 @@ pub struct DsnInput<'a> {
     pub date: &'a str,
     /// Who receives the DSN.
     pub to: &'a Address,
-    /// The next hop that refused, for Remote-MTA.
-    pub next_hop: &'a str,
+    /// The host name of the next hop that refused, for Remote-MTA (none for
+    /// a local Maildir).
+    pub remote_mta: Option<&'a str>,
     /// When the message arrived, per RFC 5322.
     pub arrival_date: &'a str,
     /// The recipients that failed.
@@ -93,7 +95,9 @@ pub fn render(input: &DsnInput<'_>) -> Vec<u8> {
         let _ = write!(out, "Action: failed\r\n");
         let _ = write!(out, "Status: {status}\r\n");
         if !failed.expired {
-            let _ = write!(out, "Remote-MTA: dns; {}\r\n", input.next_hop);
+            if let Some(host) = input.remote_mta {
+                let _ = write!(out, "Remote-MTA: dns; {host}\r\n");
+            }
             let _ = write!(
                 out,
                 "Diagnostic-Code: smtp; {}\r\n",
@@ -141,16 +145,6 @@ fn status_of(failed: &FailedRecipient<'_>) -> String {
         .unwrap_or_else(|| "5.0.0".into())
 }
 
-/// The header block of a message, up to and including the empty line.
-fn header_block(message: &[u8]) -> &[u8] {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 2)
-        .unwrap_or(message.len());
-    &message[..end]
-}
-
 fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -171,7 +165,7 @@ mod tests {
             unique: "ABC",
             date: "Thu, 3 Dec 2026 10:00:00 +0000",
             to: &to,
-            next_hop: "smtp://127.0.0.1:25",
+            remote_mta: Some("mx.example.net"),
             arrival_date: "Thu, 3 Dec 2026 09:00:00 +0000",
             failed: &[FailedRecipient {
                 address: &bob,
@@ -184,6 +178,7 @@ mod tests {
         assert!(text.contains("report-type=delivery-status"));
         assert!(text.contains("Final-Recipient: rfc822; bob@example.net\r\nAction: failed\r\n"));
         assert!(text.contains("Status: 5.1.1\r\n"));
+        assert!(text.contains("Remote-MTA: dns; mx.example.net\r\n"));
         assert!(text.contains("Subject: hi\r\n"));
         assert!(!text.contains("secret body"));
     }

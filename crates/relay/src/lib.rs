@@ -7,11 +7,13 @@
 //! `server` module ties them together for `mailjournal serve`; `control`
 //! lets `mailjournal queue` inspect a running or stopped gateway.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod deliver;
 pub mod dsn;
 pub mod intake;
+pub mod metrics;
 pub mod next_hop;
 pub mod queue;
 pub mod resolver;

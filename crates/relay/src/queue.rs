@@ -161,6 +161,7 @@ pub fn start(
 
 impl Manager {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Command>) {
+        let mut gauges = tokio::time::interval(Duration::from_secs(1));
         loop {
             self.launch_due();
 
@@ -171,6 +172,7 @@ impl Manager {
                 _ => Duration::from_secs(3600),
             };
             tokio::select! {
+                _ = gauges.tick() => self.publish_gauges(),
                 command = receiver.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
                         self.stopping = true;
@@ -185,6 +187,13 @@ impl Manager {
                 _ = tokio::time::sleep(wake) => {}
             }
         }
+    }
+
+    /// Queue depth and the age of the oldest delivery, for `/metrics`.
+    fn publish_gauges(&self) {
+        let oldest = self.entries.values().map(|e| e.delivery.created).min();
+        let age = oldest.map_or(0, |created| now_secs().saturating_sub(created));
+        crate::metrics::queue(self.entries.len(), age);
     }
 
     fn handle(&mut self, command: Command) {
@@ -347,6 +356,13 @@ impl Manager {
                 .unwrap_or_else(|| Outcome::Deferred("no outcome reported".into()));
             recipient.state = book(outcome);
             log_outcome(&delivery.id, &delivery.message, delivery.kind, recipient);
+            let label = match &recipient.state {
+                RecipientState::Delivered(_) => "delivered",
+                RecipientState::Failed(_) => "failed",
+                RecipientState::Pending(_) if expired => "failed",
+                RecipientState::Pending(_) => "deferred",
+            };
+            crate::metrics::delivery(delivery.kind, delivery.direction, label);
             match &recipient.state {
                 RecipientState::Failed(reason) => {
                     newly_failed.push((recipient.address.clone(), reason.clone(), false))
@@ -403,6 +419,9 @@ impl Manager {
         }
 
         if let Some((to, kind, failed_delivery)) = dsn {
+            if kind == DeliveryKind::Journal {
+                crate::metrics::journal_dsn_sent(failed_delivery.direction);
+            }
             self.add_dsn(&to, kind, &failed_delivery, &newly_failed, &mut batch);
         }
         self.spool.submit(batch);
@@ -424,6 +443,10 @@ impl Manager {
         let unique = id.to_string();
         let date = rfc5322_now();
         let arrival = rfc5322_date(failed.created);
+        let remote_host = match NextHop::parse(&failed.next_hop) {
+            Ok(NextHop::Smtp { host, .. }) => Some(host),
+            _ => None,
+        };
         let failed_list: Vec<FailedRecipient<'_>> = recipients
             .iter()
             .map(|(address, reason, expired)| FailedRecipient {
@@ -437,7 +460,7 @@ impl Manager {
             unique: &unique,
             date: &date,
             to,
-            next_hop: &failed.next_hop,
+            remote_mta: remote_host.as_deref(),
             arrival_date: &arrival,
             failed: &failed_list,
             message: &body,

@@ -182,8 +182,10 @@ impl Resolver {
         [Direction::Inbound, Direction::Outbound]
             .into_iter()
             .any(|d| {
-                self.global_targets(d)
-                    .is_ok_and(|all| all.iter().any(|t| t.same_mailbox(address)))
+                self.global_targets(d).is_ok_and(|all| {
+                    all.iter()
+                        .any(|t| t.base_mailbox() == address.base_mailbox())
+                })
             })
     }
 

@@ -15,6 +15,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn, Instrument};
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::admin::{self, AdminState};
 use crate::config::Settings;
 use crate::control;
 use crate::deliver::{Deliverer, Limits};
@@ -55,9 +58,12 @@ pub enum ServeError {
     NotHidden(String),
 }
 
-/// Runs the gateway until `stop` resolves.
+/// Runs the gateway until `stop` resolves. `metrics_handle` is the
+/// installed Prometheus recorder, served at `/metrics` when
+/// `server.admin_listen` is set.
 pub async fn serve(
     settings: Settings,
+    metrics_handle: Option<PrometheusHandle>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let tls = match &settings.server.tls {
@@ -106,6 +112,27 @@ pub async fn serve(
     }
     let control = control::listen(&settings.server.spool_dir, queue.clone(), spool.clone())
         .map_err(|e| ServeError::Control(e.to_string()))?;
+    let admin = match (settings.server.admin_listen, metrics_handle) {
+        (Some(address), Some(handle)) => {
+            let state = AdminState {
+                metrics: handle,
+                spool: spool.clone(),
+                resolver: resolver.clone(),
+                directory_probe: settings
+                    .directory
+                    .as_ref()
+                    .map(|d| (d.base_dn.clone(), d.timeout)),
+            };
+            let task = admin::spawn(address, state)
+                .await
+                .map_err(|e| ServeError::Listen {
+                    address,
+                    message: e.to_string(),
+                })?;
+            Some(task)
+        }
+        _ => None,
+    };
 
     let context = Arc::new(SessionContext {
         hostname: settings.server.hostname.clone(),
@@ -113,7 +140,7 @@ pub async fn serve(
         routing: settings.policy_routing(),
         intake: Intake::new(&settings, spool.clone(), queue.clone()),
         tls_available: tls.is_some(),
-        resolver,
+        resolver: resolver.clone(),
     });
     let max_connections = settings.server.max_connections;
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -143,6 +170,9 @@ pub async fn serve(
         acceptor.abort();
     }
     control.abort();
+    if let Some(admin) = &admin {
+        admin.abort();
+    }
     let _ = stopping.send(true);
 
     // Every session holds a slot: once all are back, all sessions are over.
@@ -209,7 +239,9 @@ async fn accept_loop(
         let span = tracing::info_span!("session", client = %peer);
         tokio::spawn(
             async move {
+                crate::metrics::session_opened();
                 run_session(socket, peer, &context, tls, stop).await;
+                crate::metrics::session_closed();
                 drop(slot);
             }
             .instrument(span),

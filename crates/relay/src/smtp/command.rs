@@ -10,7 +10,28 @@
 use std::borrow::Cow;
 
 use policy::{Address, ReversePath};
-use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+use smtp_proto::{
+    Error as ProtoError, Request, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_BY_NOTIFY,
+    MAIL_BY_RETURN, MAIL_CONPERM, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8,
+    RCPT_CONNEG, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+};
+
+/// MAIL parameters of extensions we do not offer (DSN, BINARYMIME, REQUIRETLS,
+/// DELIVERBY, CONPERM): taking them silently would promise what we do not do.
+const UNOFFERED_MAIL: u64 = MAIL_RET_FULL
+    | MAIL_RET_HDRS
+    | MAIL_BODY_BINARYMIME
+    | MAIL_REQUIRETLS
+    | MAIL_BY_NOTIFY
+    | MAIL_BY_RETURN
+    | MAIL_CONPERM;
+
+/// RCPT parameters of extensions we do not offer (DSN NOTIFY, CONNEG).
+const UNOFFERED_RCPT: u64 =
+    RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER | RCPT_CONNEG;
+
+/// What stands in for the path when smtp-proto reads the parameters.
+const PLACEHOLDER: &str = "placeholder@mailjournal.invalid";
 
 /// One parsed command.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,13 +48,15 @@ pub enum Command {
         declared_size: Option<usize>,
         /// BODY=8BITMIME or SMTPUTF8 was given.
         eight_bit: bool,
+        /// SMTPUTF8 was given (RFC 6531).
+        smtputf8: bool,
     },
     /// RCPT TO.
     Rcpt(Address),
     /// DATA.
     Data,
-    /// BDAT (CHUNKING is not offered).
-    Bdat,
+    /// BDAT (CHUNKING is not offered); the size of the chunk that follows.
+    Bdat(usize),
     /// RSET.
     Rset,
     /// NOOP.
@@ -60,7 +83,12 @@ pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
         return Err("500 5.5.2 NUL byte in command");
     }
 
-    let request = Request::parse(&mut line.iter()).map_err(reply_for)?;
+    // MAIL and RCPT: smtp-proto reads the parameters of a line whose path is
+    // a placeholder, so its address rules (no IP literals, no quotes kept)
+    // never decide; the real path is checked by policy::Address.
+    let standin = stand_in_path(line);
+    let request =
+        Request::parse(&mut standin.as_deref().unwrap_or(line).iter()).map_err(reply_for)?;
     Ok(match request {
         Request::Ehlo { host } => Command::Ehlo(host.into_owned()),
         Request::Helo { host } => Command::Helo(host.into_owned()),
@@ -76,15 +104,22 @@ pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
                         .map_err(|_| "553 5.1.7 Malformed sender address")?,
                 )
             };
+            if from.flags & UNOFFERED_MAIL != 0 || from.env_id.is_some() {
+                return Err("555 5.5.4 Parameter of an extension not offered");
+            }
             let declared_size = (from.size > 0).then_some(from.size);
             let eight_bit = from.flags & (MAIL_BODY_8BITMIME | MAIL_SMTPUTF8) != 0;
             Command::Mail {
                 reverse_path,
                 declared_size,
                 eight_bit,
+                smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
             }
         }
-        Request::Rcpt { .. } => {
+        Request::Rcpt { to } => {
+            if to.flags & UNOFFERED_RCPT != 0 || to.orcpt.is_some() {
+                return Err("555 5.5.4 Parameter of an extension not offered");
+            }
             let raw = raw_path(line).ok_or("501 5.5.4 Syntax: RCPT TO:<address>")?;
             if raw.is_empty() {
                 return Err("501 5.1.3 Empty recipient address");
@@ -96,7 +131,7 @@ pub fn parse(line: &[u8]) -> Result<Command, &'static str> {
             )
         }
         Request::Data => Command::Data,
-        Request::Bdat { .. } => Command::Bdat,
+        Request::Bdat { chunk_size, .. } => Command::Bdat(chunk_size),
         Request::Rset => Command::Rset,
         Request::Noop { .. } => Command::Noop,
         Request::Quit => Command::Quit,
@@ -126,6 +161,26 @@ fn reply_for(error: ProtoError) -> &'static str {
         ProtoError::NeedsMoreData { .. } => "500 5.5.2 Incomplete command line",
         _ => "500 5.5.2 Syntax error",
     }
+}
+
+/// A copy of a MAIL or RCPT line with its path replaced by [`PLACEHOLDER`]
+/// (the null path stays `<>`); `None` for other lines or unreadable paths.
+fn stand_in_path(line: &[u8]) -> Option<Vec<u8>> {
+    let verb = line.get(..4)?;
+    if !verb.eq_ignore_ascii_case(b"MAIL") && !verb.eq_ignore_ascii_case(b"RCPT") {
+        return None;
+    }
+    let path = raw_path(line)?;
+    let colon = line.iter().position(|&b| b == b':')?;
+    let open = colon + 1 + line[colon + 1..].iter().position(|&b| b == b'<')?;
+    let close = open + 1 + path.len();
+    let mut copy = Vec::with_capacity(line.len());
+    copy.extend_from_slice(&line[..=open]);
+    if !path.is_empty() {
+        copy.extend_from_slice(PLACEHOLDER.as_bytes());
+    }
+    copy.extend_from_slice(&line[close..]);
+    Some(copy)
 }
 
 /// The path between `<` and `>` of a MAIL or RCPT line, exactly as written.
@@ -186,7 +241,8 @@ mod tests {
             Command::Mail {
                 reverse_path: ReversePath::Null,
                 declared_size: Some(2048),
-                eight_bit: false
+                eight_bit: false,
+                smtputf8: false
             }
         );
         let Ok(Command::Mail { reverse_path, .. }) = mail("MAIL FROM:<postmaster>") else {
@@ -246,6 +302,46 @@ mod tests {
             .unwrap_err()
             .starts_with("5"));
         assert_eq!(parse(b"NOOP\0\r\n"), Err("500 5.5.2 NUL byte in command"));
+    }
+
+    #[test]
+    fn address_literals_are_valid_paths() {
+        for line in [
+            "MAIL FROM:<a@[192.0.2.1]>",
+            "MAIL FROM:<a@[IPv6:2001:db8::1]> SIZE=10",
+        ] {
+            assert!(
+                matches!(mail(line), Ok(Command::Mail { .. })),
+                "{line}: {:?}",
+                mail(line)
+            );
+        }
+        match mail("RCPT TO:<bob@[127.0.0.1]>") {
+            Ok(Command::Rcpt(to)) => assert_eq!(to.as_str(), "bob@[127.0.0.1]"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parameters_of_extensions_not_offered_are_refused() {
+        for line in [
+            "MAIL FROM:<a@example.com> RET=HDRS",
+            "MAIL FROM:<a@example.com> ENVID=x",
+            "RCPT TO:<b@example.com> NOTIFY=NEVER",
+            "RCPT TO:<b@example.com> ORCPT=rfc822;b@example.com",
+        ] {
+            assert_eq!(
+                mail(line),
+                Err("555 5.5.4 Parameter of an extension not offered"),
+                "{line}"
+            );
+        }
+        let Ok(Command::Mail { smtputf8, .. }) =
+            mail("MAIL FROM:<j\u{f6}s\u{e9}@example.net> SMTPUTF8")
+        else {
+            panic!("SMTPUTF8 sender refused");
+        };
+        assert!(smtputf8);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::command::{self, Command};
 use super::data::{DataReader, Feed};
 use crate::intake::{self, Envelope, Intake};
+use crate::metrics::{self, Rejection};
 use crate::resolver::Resolver;
 
 /// RFC 5321 §4.5.3.2.7: the server waits five minutes for a command.
@@ -73,6 +74,8 @@ struct Transaction {
     found: Vec<RecipientTargets>,
     /// The envelope sender's targets were looked up (outbound).
     sender_looked_up: bool,
+    /// MAIL carried SMTPUTF8.
+    smtputf8: bool,
 }
 
 /// One session on one socket.
@@ -168,7 +171,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 reverse_path,
                 declared_size,
                 eight_bit: _,
-            } => self.mail(reverse_path, declared_size),
+                smtputf8,
+            } => self.mail(reverse_path, declared_size, smtputf8),
             Command::Rcpt(recipient) => self.rcpt(recipient).await,
             Command::Data => return self.data().await,
             Command::Rset => {
@@ -184,7 +188,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             Command::Expn => self.error("502 5.5.1 EXPN not available"),
             Command::Help => self.reply("214 2.0.0 See RFC 5321"),
             Command::StartTls => return Ok(self.starttls()),
-            Command::Bdat => self.error("502 5.5.1 BDAT not available (no CHUNKING)"),
+            Command::Bdat(size) => return self.bdat(size).await,
             Command::Auth => self.error("502 5.5.1 AUTH not available"),
             Command::NotImplemented(verb) => {
                 let _ = verb;
@@ -223,7 +227,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         }
     }
 
-    fn mail(&mut self, reverse_path: ReversePath, declared_size: Option<usize>) {
+    fn mail(&mut self, reverse_path: ReversePath, declared_size: Option<usize>, smtputf8: bool) {
         if self.transaction.is_some() {
             self.error("503 5.5.1 Nested MAIL command");
             return;
@@ -233,11 +237,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             self.error("552 5.3.4 Message size exceeds fixed maximum message size");
             return;
         }
+        // RFC 6531 §3.6.3: a UTF-8 address needs SMTPUTF8 on MAIL.
+        if !smtputf8 && !reverse_path.as_str().is_ascii() {
+            self.error("553 5.6.7 SMTPUTF8 is required for this address");
+            return;
+        }
         self.transaction = Some(Transaction {
             reverse_path,
             recipients: Vec::new(),
             found: Vec::new(),
             sender_looked_up: false,
+            smtputf8,
         });
         self.reply("250 2.1.0 Ok");
     }
@@ -247,7 +257,12 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             self.error("503 5.5.1 Need MAIL command");
             return;
         };
+        if !transaction.smtputf8 && !recipient.as_str().is_ascii() {
+            self.error("553 5.6.7 SMTPUTF8 is required for this address");
+            return;
+        }
         if transaction.recipients.len() >= MAX_RECIPIENTS {
+            metrics::rejected(self.direction, Rejection::TooManyRecipients);
             self.reply("452 4.5.3 Too many recipients");
             return;
         }
@@ -265,6 +280,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         let route = match route {
             Ok(route) => route,
             Err(refusal) => {
+                let reason = match refusal {
+                    policy::Refusal::RelayDenied => Rejection::RelayDenied,
+                    policy::Refusal::ProtectedTarget => Rejection::ProtectedTarget,
+                };
+                metrics::rejected(self.direction, reason);
                 info!(
                     client = %self.client,
                     direction = %self.direction,
@@ -287,6 +307,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 self.reply("250 2.1.5 Ok");
             }
             Err(e) => {
+                metrics::rejected(self.direction, Rejection::DirectoryUnavailable);
                 warn!(
                     client = %self.client,
                     recipient = %recipient,
@@ -352,12 +373,20 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             return Ok(Step::Close);
         };
         if reader.oversize() {
+            metrics::rejected(self.direction, Rejection::Oversize);
             self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
             return Ok(Step::Continue);
         }
         let normalised = reader.normalised();
         let message = reader.into_message();
+        // RFC 5322 §2.3 has no NUL in a message, and no next hop without
+        // BINARYMIME may be sent one: refuse before accepting responsibility.
+        if message.contains(&0) {
+            self.reply("554 5.6.0 Message contains NUL characters");
+            return Ok(Step::Continue);
+        }
         if intake::looping(&message) {
+            metrics::rejected(self.direction, Rejection::Loop);
             self.reply("554 5.4.6 Too many hops, mail loop suspected");
             return Ok(Step::Continue);
         }
@@ -390,6 +419,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
         };
         match self.context.intake.accept(&envelope, &message).await {
             Ok(id) => {
+                metrics::accepted(self.direction);
                 info!(
                     message_id = %id,
                     client = %self.client,
@@ -404,6 +434,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 self.reply(&reply);
             }
             Err(e) => {
+                metrics::rejected(self.direction, Rejection::SpoolFailure);
                 warn!(client = %self.client, error = %e, "Message not spooled; client told to retry.");
                 self.reply("451 4.3.0 Temporary failure writing the queue, try again later");
             }
@@ -436,6 +467,32 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                 }
             }
         }
+    }
+
+    /// BDAT without CHUNKING: the chunk is read and dropped, so its bytes are
+    /// never taken for commands, then refused.
+    async fn bdat(&mut self, size: usize) -> std::io::Result<Step> {
+        if size > self.context.max_message_size {
+            self.reply("552 5.3.4 Chunk exceeds fixed maximum message size; closing");
+            return Ok(Step::Close);
+        }
+        let mut left = size;
+        loop {
+            let take = left.min(self.input.len());
+            self.input.drain(..take);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+            match timeout(DATA_BLOCK_TIMEOUT, self.stream.read_buf(&mut self.input)).await {
+                Ok(Ok(0)) | Err(_) => return Ok(Step::Close),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        self.transaction = None;
+        self.error("502 5.5.1 BDAT not available (no CHUNKING)");
+        Ok(Step::Continue)
     }
 
     fn starttls(&mut self) -> Step {
