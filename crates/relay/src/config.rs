@@ -331,7 +331,7 @@ impl Settings {
             .add_source(environment)
             .build()
             .and_then(|c| c.try_deserialize())
-            .map_err(|e| unreadable(e.to_string()))?;
+            .map_err(|e| unreadable(with_overrides(e.to_string())))?;
 
         Settings::check(path, raw)
     }
@@ -372,6 +372,20 @@ impl Settings {
             self.journal.rules.protected_addresses(),
         )
     }
+}
+
+/// Adds the names of the environment overrides in force to a reader error,
+/// since a key that came from the environment is not in the file.
+fn with_overrides(message: String) -> String {
+    let mut names: Vec<String> = std::env::vars_os()
+        .filter_map(|(key, _)| key.into_string().ok())
+        .filter(|key| key.starts_with("MAILJOURNAL__"))
+        .collect();
+    if names.is_empty() {
+        return message;
+    }
+    names.sort();
+    format!("{message} (environment overrides in force: {})", names.join(", "))
 }
 
 #[derive(Default)]

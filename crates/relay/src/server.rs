@@ -228,6 +228,9 @@ async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
 
+        // TODO: there is no limit per client address, so one client holding
+        // max_connections slow sessions keeps everyone else out until the
+        // RFC 5321 timeouts end them.
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // RFC 5321 §3.8: a server may refuse with 421 when overloaded.
             tokio::spawn(refuse(socket));
