@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use policy::{Address, ReversePath, Route};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::deliver::{Deliverer, Outcome};
 use crate::dsn::{self, DsnInput, FailedRecipient};
@@ -317,13 +317,24 @@ impl Manager {
             let spool = self.spool.clone();
             let deliverer = Arc::clone(&self.deliverer);
             let commands = self.commands.clone();
-            tokio::spawn(async move {
-                let outcomes = attempt(&delivery, body, &spool, &deliverer).await;
-                let _ = commands.send(Command::Finished {
-                    id: delivery.id,
-                    outcomes,
-                });
-            });
+            let span = tracing::info_span!(
+                "delivery",
+                queue_id = %delivery.id,
+                message_id = %delivery.message,
+                kind = delivery.kind.as_str(),
+                next_hop = %delivery.next_hop,
+                attempt = delivery.attempts + 1,
+            );
+            tokio::spawn(
+                async move {
+                    let outcomes = attempt(&delivery, body, &spool, &deliverer).await;
+                    let _ = commands.send(Command::Finished {
+                        id: delivery.id,
+                        outcomes,
+                    });
+                }
+                .instrument(span),
+            );
         }
     }
 
