@@ -1,4 +1,5 @@
-//! The `mailjournal` command: serve, check and queue (product contract §3).
+//! The `mailjournal` command: serve, check, lookup, queue and import-registry
+//! (product contract §3).
 //!
 //! Everything here is the edge: parse the command line, set up logging, load
 //! the configuration, call into `relay`, and turn the outcome into one
@@ -13,6 +14,29 @@ use relay::control;
 use relay::resolver::Resolver;
 use relay::spool::{Delivery, QueueId, RecipientState};
 use relay::Settings;
+
+mod registry;
+
+/// Prints a line to stdout; a closed pipe (`mailjournal queue list | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes to stdout; exits quietly when the reader has gone away.
+fn write_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
 
 /// SMTP gateway that relays mail and delivers journal copies of it.
 #[derive(Parser)]
@@ -63,6 +87,12 @@ enum Command {
     Queue {
         #[command(subcommand)]
         action: QueueAction,
+    },
+    /// Convert an exported ...\MSExchangeIMC\Parameters\Extension registry key
+    /// into [journal] TOML on stdout; warnings go to stderr.
+    ImportRegistry {
+        /// The .reg file regedit exported (REGEDIT4 or version 5.00).
+        file: PathBuf,
     },
 }
 
@@ -174,7 +204,19 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Check { config, offline } => check(&load(&config)?, offline).await,
         Command::Lookup { config, address } => lookup(&load(&config)?, &address).await,
         Command::Queue { action } => queue(action).await,
+        Command::ImportRegistry { file } => import_registry(&file),
     }
+}
+
+/// Prints the converted `[journal]` section, then the report; a file that
+/// was read exits 0 even with warnings, so the administrator sees both.
+fn import_registry(file: &Path) -> Result<(), Failure> {
+    let conversion = registry::import(file).map_err(|e| Failure::Config(e.to_string()))?;
+    write_stdout(&conversion.toml);
+    for line in &conversion.report {
+        eprintln!("{line}");
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -194,16 +236,16 @@ async fn stop_signal() {
 }
 
 async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
-    println!("configuration {}: ok", settings.file.display());
-    println!("  hostname          {}", settings.server.hostname);
+    say!("configuration {}: ok", settings.file.display());
+    say!("  hostname          {}", settings.server.hostname);
     for address in &settings.server.listen {
-        println!("  listen            {address}");
+        say!("  listen            {address}");
     }
-    println!(
+    say!(
         "  spool             {}",
         settings.server.spool_dir.display()
     );
-    println!(
+    say!(
         "  local domains     {}",
         settings.routing.local_domains.join(", ")
     );
@@ -213,11 +255,11 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
         .iter()
         .map(|n| n.to_string())
         .collect();
-    println!("  internal networks {}", networks.join(", "));
-    println!("  inbound next hop  {}", settings.routing.inbound_next_hop);
-    println!("  outbound next hop {}", settings.routing.outbound_next_hop);
-    println!("  journal next hop  {}", settings.routing.journal_next_hop);
-    println!("  journal format    {:?}", settings.journal.format);
+    say!("  internal networks {}", networks.join(", "));
+    say!("  inbound next hop  {}", settings.routing.inbound_next_hop);
+    say!("  outbound next hop {}", settings.routing.outbound_next_hop);
+    say!("  journal next hop  {}", settings.routing.journal_next_hop);
+    say!("  journal format    {:?}", settings.journal.format);
     for (name, rules) in [
         ("inbound", &settings.journal.rules.inbound),
         ("outbound", &settings.journal.rules.outbound),
@@ -225,7 +267,7 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
         match rules {
             Some(rules) => {
                 let targets: Vec<&str> = rules.targets.iter().map(|t| t.as_str()).collect();
-                println!(
+                say!(
                     "  {name:<8} journal  targets {} ; NDR {}",
                     if targets.is_empty() {
                         "(per recipient only)".into()
@@ -235,7 +277,7 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
                     rules.ndr
                 );
             }
-            None => println!("  {name:<8} journal  off"),
+            None => say!("  {name:<8} journal  off"),
         }
     }
 
@@ -257,26 +299,27 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    println!("  spool directory   writable");
+    say!("  spool directory   writable");
 
     // The directory: bind, then the hidden-recipient check of every target.
     let Some(directory) = &settings.directory else {
         return Ok(());
     };
-    println!(
+    say!(
         "  directory         {} (base {})",
-        directory.url, directory.base_dn
+        directory.url,
+        directory.base_dn
     );
     let resolver =
         Resolver::new(settings).map_err(|e| Failure::Config(format!("directory: {e}")))?;
     let rows = resolver.hidden_report(settings).await;
-    println!(
+    say!(
         "\nhidden-recipient check ({:?}):",
         settings.journal.hidden_check
     );
-    println!("  {:<26} {:<40} verdict", "role", "target");
+    say!("  {:<26} {:<40} verdict", "role", "target");
     for row in &rows {
-        println!("  {:<26} {:<40} {}", row.role, row.target, row.verdict());
+        say!("  {:<26} {:<40} {}", row.role, row.target, row.verdict());
     }
     if let Some(row) = rows.iter().find(|r| r.status.is_err()) {
         return Err(Failure::Runtime(format!(
@@ -318,24 +361,24 @@ async fn lookup(settings: &Settings, address: &str) -> Result<(), Failure> {
         }
     };
 
-    println!("address    {address}");
-    println!("dn         {}", entry.dn);
-    println!("mail       {}", entry.mail.as_deref().unwrap_or("(none)"));
-    println!("addresses  {}", entry.addresses.join(", "));
-    println!("hidden     {}", entry.hidden);
+    say!("address    {address}");
+    say!("dn         {}", entry.dn);
+    say!("mail       {}", entry.mail.as_deref().unwrap_or("(none)"));
+    say!("addresses  {}", entry.addresses.join(", "));
+    say!("hidden     {}", entry.hidden);
     for (name, attribute) in [
         ("inbound", &settings.journal.inbound_recipient_attribute),
         ("outbound", &settings.journal.outbound_recipient_attribute),
     ] {
         let Some(attribute) = attribute else {
-            println!("{name} journal targets: (no {name}_recipient_attribute configured)");
+            say!("{name} journal targets: (no {name}_recipient_attribute configured)");
             continue;
         };
         let targets = directory
             .targets(&entry, attribute)
             .await
             .map_err(runtime)?;
-        println!("{name} journal targets ({attribute}): {}", targets.len());
+        say!("{name} journal targets ({attribute}): {}", targets.len());
         for target in targets {
             let via = target
                 .expanded_from
@@ -350,7 +393,7 @@ async fn lookup(settings: &Settings, address: &str) -> Result<(), Failure> {
                     .await
                     .map_err(|e| e.to_string()),
             };
-            println!("  {}{via}  {}", target.address, row.verdict());
+            say!("  {}{via}  {}", target.address, row.verdict());
         }
     }
     Ok(())
@@ -367,7 +410,7 @@ async fn queue(action: QueueAction) -> Result<(), Failure> {
             for delivery in &all {
                 print_delivery(delivery);
             }
-            println!("-- {} deliveries in the queue", all.len());
+            say!("-- {} in the queue", count(all.len()));
             Ok(())
         }
         QueueAction::Show { id, config } => {
@@ -379,37 +422,46 @@ async fn queue(action: QueueAction) -> Result<(), Failure> {
                 print_delivery(delivery);
             }
             for (body, text) in &shown.bodies {
-                println!("\n-- body {body}\n{text}");
+                say!("\n-- body {body}\n{text}");
             }
             Ok(())
         }
         QueueAction::Retry { id, config } => {
             let settings = load(&config)?;
-            let count = control::retry(&settings.server.spool_dir, id)
+            let n = control::retry(&settings.server.spool_dir, id)
                 .await
                 .map_err(runtime)?;
-            println!("{count} deliveries scheduled for now");
+            say!("{} scheduled for now", count(n));
             Ok(())
         }
         QueueAction::Delete { id, config } => {
             let settings = load(&config)?;
-            let count = control::delete(&settings.server.spool_dir, id)
+            let n = control::delete(&settings.server.spool_dir, id)
                 .await
                 .map_err(runtime)?;
-            if count == 0 {
+            if n == 0 {
                 return Err(Failure::Runtime(format!(
                     "no message or delivery {id} in the queue"
                 )));
             }
-            println!("{count} deliveries deleted");
+            say!("{} deleted", count(n));
             Ok(())
         }
     }
 }
 
+/// "1 delivery", "3 deliveries".
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 delivery".into()
+    } else {
+        format!("{n} deliveries")
+    }
+}
+
 fn print_delivery(delivery: &Delivery) {
-    println!(
-        "{:<16} {:<8} {:<9} {:>8}  {}  attempts={}  {}  -> {}",
+    say!(
+        "{:<16} {:<8} {:<9} {:>8}  {:<31}  {:<10}  {} -> {}",
         delivery.id.to_string(),
         delivery.kind.as_str(),
         delivery.direction.as_str(),
@@ -419,7 +471,7 @@ fn print_delivery(delivery: &Delivery) {
         delivery.reverse_path,
         delivery.next_hop
     );
-    println!("{:<16} message {}", "", delivery.message);
+    say!("{:<16} message {}", "", delivery.message);
     for recipient in &delivery.recipients {
         let state = match &recipient.state {
             RecipientState::Pending(None) => "pending".to_string(),
@@ -427,6 +479,6 @@ fn print_delivery(delivery: &Delivery) {
             RecipientState::Delivered(reply) => format!("delivered: {reply}"),
             RecipientState::Failed(reason) => format!("failed: {reason}"),
         };
-        println!("{:<16}   {}  ({state})", "", recipient.address);
+        say!("{:<16}   {}  ({state})", "", recipient.address);
     }
 }

@@ -274,3 +274,21 @@ fn queue_commands_work_with_the_gateway_running_and_stopped() {
         sink.dump()
     );
 }
+
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let (_dir, path) = write_config(&GatewayConfig::new(free_port()));
+    let mut child = Command::new(BIN)
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mailjournal");
+    // Like `mailjournal check | head -0`: the reader is gone before we write.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(!message.contains("panicked"), "{message}");
+    assert_eq!(output.status.code(), Some(0), "{message}");
+}

@@ -385,7 +385,10 @@ fn with_overrides(message: String) -> String {
         return message;
     }
     names.sort();
-    format!("{message} (environment overrides in force: {})", names.join(", "))
+    format!(
+        "{message} (environment overrides in force: {})",
+        names.join(", ")
+    )
 }
 
 #[derive(Default)]
