@@ -53,6 +53,10 @@ struct Inner {
     outbound_dns: Vec<String>,
     globals: RwLock<Globals>,
     expanded: moka::future::Cache<(Direction, String), Arc<Vec<Address>>>,
+    /// The same answers, kept `stale_ttl` longer, for while LDAP is down:
+    /// a stale user entry is no help if its DN or group targets cannot be
+    /// expanded again.
+    stale: moka::future::Cache<(Direction, String), Arc<Vec<Address>>>,
     local_domains: Vec<String>,
     seen: Mutex<HashSet<String>>,
 }
@@ -74,6 +78,7 @@ impl Resolver {
         .flatten()
         .collect();
         let ttl = config.cache_ttl;
+        let stale_ttl = config.cache_ttl + config.stale_ttl;
         let capacity = config.cache_capacity;
         let directory = Directory::new(config, mapping, attributes)?;
         Ok(Resolver {
@@ -86,6 +91,10 @@ impl Resolver {
                 globals: RwLock::new(Globals::default()),
                 expanded: moka::future::Cache::builder()
                     .time_to_live(ttl)
+                    .max_capacity(capacity)
+                    .build(),
+                stale: moka::future::Cache::builder()
+                    .time_to_live(stale_ttl)
                     .max_capacity(capacity)
                     .build(),
                 local_domains: settings.routing.local_domains.clone(),
@@ -126,20 +135,33 @@ impl Resolver {
         };
 
         let key = (direction, address.as_str().to_ascii_lowercase());
-        let targets = inner
+        let fresh = inner
             .expanded
-            .try_get_with(key, async {
+            .try_get_with(key.clone(), async {
                 let entry = match inner.directory.lookup(address.as_str()).await? {
                     Lookup::Found(entry) => entry,
                     Lookup::NotFound => return Ok(Arc::new(Vec::new())),
                 };
                 let found = inner.directory.targets(&entry, attribute).await?;
-                Ok::<_, DirectoryError>(Arc::new(to_addresses(
-                    found.into_iter().map(|t| t.address),
-                )))
+                let addresses = to_addresses(found.into_iter().map(|t| t.address));
+                Ok::<_, DirectoryError>(Arc::new(addresses))
             })
-            .await
-            .map_err(|e: Arc<DirectoryError>| ResolveError::Directory(clone_error(&e)))?;
+            .await;
+        let targets = match fresh {
+            Ok(targets) => {
+                inner.stale.insert(key, Arc::clone(&targets)).await;
+                targets
+            }
+            Err(e) if e.is_temporary() => match inner.stale.get(&key).await {
+                Some(targets) => {
+                    warn!(address = %address, error = %e,
+                        "Directory unreachable; serving stale journal targets.");
+                    targets
+                }
+                None => return Err(ResolveError::Directory(clone_error(&e))),
+            },
+            Err(e) => return Err(ResolveError::Directory(clone_error(&e))),
+        };
 
         if targets.is_empty() {
             return Ok(None);
