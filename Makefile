@@ -39,8 +39,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-bench: release
+bench: release test-deps
 	bash bench/run.sh
+	$(CARGO) bench -p directory --bench lookups
 
 clean:
 	$(CARGO) clean
