@@ -699,7 +699,8 @@ fn kubernetes_configuration_is_usable_and_the_statefulset_fits_it() {
     );
     assert!(
         claims.contains(&spool_volume),
-        "the spool ({spool_volume}) is not a volumeClaimTemplate ({claims:?}): a spool must stay with its pod"
+        "the spool ({spool_volume}) is not a volumeClaimTemplate ({claims:?}): \
+         a spool must stay with its pod"
     );
     assert!(
         at(set, &["spec", "replicas"])

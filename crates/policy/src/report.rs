@@ -409,7 +409,8 @@ mod tests {
 
     #[test]
     fn utf8_headers_make_an_ascii_report_around_message_global() {
-        let message = "From: j\u{f6}s\u{e9}@ex\u{e4}mple.net\r\nSubject: \u{fc}tf gr\u{fc}\u{df}e\r\n\r\nx\r\n";
+        let message = "From: j\u{f6}s\u{e9}@ex\u{e4}mple.net\r\n\
+            Subject: \u{fc}tf gr\u{fc}\u{df}e\r\n\r\nx\r\n";
         let report = render(Direction::Inbound, &["bob@example.net"], message.as_bytes());
         let head = header_block(&report);
         assert!(head.is_ascii(), "{}", String::from_utf8_lossy(head));

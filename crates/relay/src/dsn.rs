@@ -64,7 +64,8 @@ pub fn render(input: &DsnInput<'_>) -> Vec<u8> {
     let _ = write!(out, "MIME-Version: 1.0\r\n");
     let _ = write!(
         out,
-        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n"
     );
     let _ = write!(
         out,

@@ -176,7 +176,10 @@ impl Intake {
         let marked = headers::first(message, REPORT_FIELD).is_some()
             || headers::first(message, DIRECTION_FIELD).is_some();
         if marked && envelope.direction == Direction::Outbound {
-            info!(direction = %envelope.direction, "Journal copy from inside: not journaled again.");
+            info!(
+                direction = %envelope.direction,
+                "Journal copy from inside: not journaled again."
+            );
             return None;
         }
         self.rules.plan(
@@ -229,7 +232,8 @@ impl Intake {
             _ => String::new(),
         };
         format!(
-            "Received: from {helo} ([{}])\r\n\tby {} (mailjournal) with {} id {id}{recipient};\r\n\t{date}\r\n",
+            "Received: from {helo} ([{}])\r\n\tby {} (mailjournal) with {} id {id}{recipient};\
+             \r\n\t{date}\r\n",
             envelope.client, self.hostname, envelope.protocol
         )
     }

@@ -230,7 +230,11 @@ impl Resolver {
                 addresses.extend(found.into_iter().map(|t| t.address));
             }
             let addresses = to_addresses(addresses.into_iter());
-            info!(direction = %direction, targets = ?addresses, "Global ldap:/// journal targets resolved.");
+            info!(
+                direction = %direction,
+                targets = ?addresses,
+                "Global ldap:/// journal targets resolved."
+            );
             if let Ok(mut globals) = inner.globals.write() {
                 match direction {
                     Direction::Inbound => globals.inbound = Some(addresses),
@@ -329,7 +333,11 @@ fn to_addresses(found: impl Iterator<Item = String>) -> Vec<Address> {
                 }
             }
             Err(e) => {
-                warn!(value = %text, error = %e, "Directory journal target is not an address; ignored.")
+                warn!(
+                    value = %text,
+                    error = %e,
+                    "Directory journal target is not an address; ignored."
+                )
             }
         }
     }

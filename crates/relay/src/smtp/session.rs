@@ -435,7 +435,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             }
             Err(e) => {
                 metrics::rejected(self.direction, Rejection::SpoolFailure);
-                warn!(client = %self.client, error = %e, "Message not spooled; client told to retry.");
+                warn!(
+                    client = %self.client,
+                    error = %e,
+                    "Message not spooled; client told to retry."
+                );
                 self.reply("451 4.3.0 Temporary failure writing the queue, try again later");
             }
         }
