@@ -51,7 +51,12 @@ pub struct QueueSettings {
 
 enum Command {
     Enqueue(Vec<(Delivery, Option<Arc<Vec<u8>>>)>),
-    Finished { id: QueueId, outcomes: Vec<Outcome> },
+    Finished {
+        id: QueueId,
+        outcomes: Vec<Outcome>,
+        /// The header block of what was sent, quoted by a DSN if one is due.
+        headers: Vec<u8>,
+    },
     Retry(Option<QueueId>, oneshot::Sender<usize>),
     Delete(QueueId, oneshot::Sender<usize>),
     List(oneshot::Sender<Vec<Delivery>>),
@@ -203,7 +208,11 @@ impl Manager {
                     self.insert(delivery, body);
                 }
             }
-            Command::Finished { id, outcomes } => self.finished(id, outcomes),
+            Command::Finished {
+                id,
+                outcomes,
+                headers,
+            } => self.finished(id, outcomes, &headers),
             Command::Retry(id, reply) => {
                 let now = now_ms();
                 let chosen: Vec<QueueId> = self
@@ -327,10 +336,11 @@ impl Manager {
             );
             tokio::spawn(
                 async move {
-                    let outcomes = attempt(&delivery, body, &spool, &deliverer).await;
+                    let (outcomes, headers) = attempt(&delivery, body, &spool, &deliverer).await;
                     let _ = commands.send(Command::Finished {
                         id: delivery.id,
                         outcomes,
+                        headers,
                     });
                 }
                 .instrument(span),
@@ -338,9 +348,8 @@ impl Manager {
         }
     }
 
-    fn finished(&mut self, id: QueueId, outcomes: Vec<Outcome>) {
+    fn finished(&mut self, id: QueueId, outcomes: Vec<Outcome>, headers: &[u8]) {
         self.in_flight -= 1;
-        let max_age = self.settings.max_age.as_secs();
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
@@ -352,90 +361,47 @@ impl Manager {
             return;
         }
 
-        // Book each pending recipient's outcome, in the order they were sent.
-        let delivery = &mut entry.delivery;
-        delivery.attempts += 1;
-        let expired = now_secs().saturating_sub(delivery.created) >= max_age;
-        let mut newly_failed: Vec<(Address, String, bool)> = Vec::new();
-        let mut outcomes = outcomes.into_iter();
-        for recipient in delivery.recipients.iter_mut() {
-            if !matches!(recipient.state, RecipientState::Pending(_)) {
-                continue;
-            }
-            let outcome = outcomes
-                .next()
-                .unwrap_or_else(|| Outcome::Deferred("no outcome reported".into()));
-            recipient.state = book(outcome);
-            log_outcome(&delivery.id, &delivery.message, delivery.kind, recipient);
-            let label = match &recipient.state {
-                RecipientState::Delivered(_) => "delivered",
-                RecipientState::Failed(_) => "failed",
-                RecipientState::Pending(_) if expired => "failed",
-                RecipientState::Pending(_) => "deferred",
-            };
-            crate::metrics::delivery(delivery.kind, delivery.direction, label);
-            match &recipient.state {
-                RecipientState::Failed(reason) => {
-                    newly_failed.push((recipient.address.clone(), reason.clone(), false))
-                }
-                RecipientState::Pending(reason) if expired => {
-                    let reason = format!(
-                        "delivery expired after {} days: {}",
-                        max_age / 86400,
-                        reason.as_deref().unwrap_or("no attempt succeeded")
-                    );
-                    warn!(
-                        queue_id = %delivery.id,
-                        message_id = %delivery.message,
-                        recipient = %recipient.address,
-                        "Delivery expired."
-                    );
-                    recipient.state = RecipientState::Failed(reason.clone());
-                    newly_failed.push((recipient.address.clone(), reason, true));
-                }
-                _ => {}
-            }
-        }
+        let failed = book_attempt(&mut entry.delivery, outcomes, self.settings.max_age);
+        let delivery = entry.delivery.clone();
 
-        // A DSN for what failed, to the reverse path; never for <>, never for
-        // a DSN.
-        let dsn = match (&delivery.reverse_path, delivery.kind) {
-            (_, DeliveryKind::Dsn) | (ReversePath::Null, _) => {
-                if !newly_failed.is_empty() && delivery.kind == DeliveryKind::Dsn {
-                    error!(
-                        queue_id = %delivery.id,
-                        "A delivery status notification could not be delivered; dropped."
-                    );
-                }
-                None
-            }
-            (ReversePath::Mailbox(to), kind) if !newly_failed.is_empty() => {
-                Some((to.clone(), kind, delivery.clone()))
-            }
-            _ => None,
-        };
-
-        let done = delivery.pending().next().is_none();
-        if done {
+        // Done, or back in line after the backoff.
+        if delivery.pending().next().is_none() {
             self.remove(id, &mut batch);
         } else {
             let backoff = backoff(&self.settings, delivery.attempts);
-            let at = now_ms() + backoff.as_millis() as u64;
-            let delivery = delivery.clone();
+            self.reschedule(id, now_ms() + backoff.as_millis() as u64);
             batch.put_deliveries.push(delivery.clone());
-            if let Some(entry) = self.entries.get_mut(&id) {
-                entry.delivery = delivery;
-            }
-            self.reschedule(id, at);
         }
 
-        if let Some((to, kind, failed_delivery)) = dsn {
-            if kind == DeliveryKind::Journal {
-                crate::metrics::journal_dsn_sent(failed_delivery.direction);
-            }
-            self.add_dsn(&to, kind, &failed_delivery, &newly_failed, &mut batch);
+        if !failed.is_empty() {
+            self.bounce(&delivery, &failed, headers, &mut batch);
         }
         self.spool.submit(batch);
+    }
+
+    /// A DSN for what failed, to the delivery's reverse path: the sender of
+    /// an original, the NDR address of a journal copy; never to `<>`, never
+    /// for a DSN.
+    fn bounce(
+        &mut self,
+        delivery: &Delivery,
+        failed: &[FailedRcpt],
+        headers: &[u8],
+        batch: &mut Batch,
+    ) {
+        match (&delivery.reverse_path, delivery.kind) {
+            (_, DeliveryKind::Dsn) => error!(
+                queue_id = %delivery.id,
+                "A delivery status notification could not be delivered; dropped."
+            ),
+            (ReversePath::Null, _) => {}
+            (ReversePath::Mailbox(to), kind) => {
+                if kind == DeliveryKind::Journal {
+                    crate::metrics::journal_dsn_sent(delivery.direction);
+                }
+                self.add_dsn(to, kind, delivery, failed, headers, batch);
+            }
+        }
     }
 
     fn add_dsn(
@@ -443,13 +409,10 @@ impl Manager {
         to: &Address,
         kind: DeliveryKind,
         failed: &Delivery,
-        recipients: &[(Address, String, bool)],
+        recipients: &[FailedRcpt],
+        headers: &[u8],
         batch: &mut Batch,
     ) {
-        let body = match self.spool.body(failed.body) {
-            Ok(Some(body)) => body,
-            _ => Vec::new(),
-        };
         let id = self.spool.next_id();
         let unique = id.to_string();
         let date = rfc5322_now();
@@ -460,10 +423,10 @@ impl Manager {
         };
         let failed_list: Vec<FailedRecipient<'_>> = recipients
             .iter()
-            .map(|(address, reason, expired)| FailedRecipient {
-                address,
-                reason,
-                expired: *expired,
+            .map(|f| FailedRecipient {
+                address: &f.address,
+                reason: &f.reason,
+                expired: f.expired,
             })
             .collect();
         let bytes = dsn::render(&DsnInput {
@@ -474,7 +437,7 @@ impl Manager {
             remote_mta: remote_host.as_deref(),
             arrival_date: &arrival,
             failed: &failed_list,
-            message: &body,
+            message: headers,
         });
 
         // Journal copies bounce to the NDR address by the journal's way.
@@ -516,6 +479,72 @@ impl Manager {
     }
 }
 
+/// A recipient that failed in this attempt, for the DSN.
+struct FailedRcpt {
+    address: Address,
+    reason: String,
+    expired: bool,
+}
+
+/// Books one attempt's outcomes on the delivery's pending recipients, in the
+/// order they were sent, turning deferrals past `max_age` into failures.
+/// Returns the recipients that failed now.
+fn book_attempt(
+    delivery: &mut Delivery,
+    outcomes: Vec<Outcome>,
+    max_age: Duration,
+) -> Vec<FailedRcpt> {
+    delivery.attempts += 1;
+    let expired = now_secs().saturating_sub(delivery.created) >= max_age.as_secs();
+    let mut failed = Vec::new();
+    let mut outcomes = outcomes.into_iter();
+    for recipient in delivery.recipients.iter_mut() {
+        if !matches!(recipient.state, RecipientState::Pending(_)) {
+            continue;
+        }
+        let outcome = outcomes
+            .next()
+            .unwrap_or_else(|| Outcome::Deferred("no outcome reported".into()));
+        recipient.state = book(outcome);
+        log_outcome(&delivery.id, &delivery.message, delivery.kind, recipient);
+
+        match &recipient.state {
+            RecipientState::Failed(reason) => failed.push(FailedRcpt {
+                address: recipient.address.clone(),
+                reason: reason.clone(),
+                expired: false,
+            }),
+            RecipientState::Pending(reason) if expired => {
+                let reason = format!(
+                    "delivery expired after {} days: {}",
+                    max_age.as_secs() / 86400,
+                    reason.as_deref().unwrap_or("no attempt succeeded")
+                );
+                warn!(
+                    queue_id = %delivery.id,
+                    message_id = %delivery.message,
+                    recipient = %recipient.address,
+                    "Delivery expired."
+                );
+                recipient.state = RecipientState::Failed(reason.clone());
+                failed.push(FailedRcpt {
+                    address: recipient.address.clone(),
+                    reason,
+                    expired: true,
+                });
+            }
+            _ => {}
+        }
+        let label = match recipient.state {
+            RecipientState::Delivered(_) => "delivered",
+            RecipientState::Failed(_) => "failed",
+            RecipientState::Pending(_) => "deferred",
+        };
+        crate::metrics::delivery(delivery.kind, delivery.direction, label);
+    }
+    failed
+}
+
 fn book(outcome: Outcome) -> RecipientState {
     match outcome {
         Outcome::Delivered(reply) => RecipientState::Delivered(reply),
@@ -551,39 +580,54 @@ fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
         .min(settings.retry_max)
 }
 
-/// One attempt of one delivery, to its pending recipients.
+/// One attempt of one delivery, to its pending recipients: the outcomes and
+/// the header block of what was sent.
 async fn attempt(
     delivery: &Delivery,
     body: Option<Arc<Vec<u8>>>,
     spool: &Spool,
     deliverer: &Deliverer,
-) -> Vec<Outcome> {
-    let recipients: Vec<Address> = delivery.pending().map(|r| r.address.clone()).collect();
-    let hop = match NextHop::parse(&delivery.next_hop) {
-        Ok(hop) => hop,
-        Err(e) => return vec![Outcome::Deferred(format!("bad next hop: {e}")); recipients.len()],
-    };
-
-    let body = match body {
-        Some(body) => body,
-        None => {
-            let spool = spool.clone();
-            let id = delivery.body;
-            match tokio::task::spawn_blocking(move || spool.body(id)).await {
-                Ok(Ok(Some(body))) => Arc::new(body),
-                Ok(Ok(None)) => {
-                    error!(queue_id = %delivery.id, "Message body missing from the spool.");
-                    return vec![Outcome::Deferred("body missing".into()); recipients.len()];
+) -> (Vec<Outcome>, Vec<u8>) {
+    let count = delivery.pending().count();
+    match load_body(delivery, body, spool).await {
+        Ok(body) => {
+            let recipients: Vec<Address> = delivery.pending().map(|r| r.address.clone()).collect();
+            let headers = policy::report::header_block(&body).to_vec();
+            let outcomes = match NextHop::parse(&delivery.next_hop) {
+                Ok(hop) => {
+                    deliverer
+                        .deliver(&hop, &delivery.reverse_path, &recipients, &body)
+                        .await
                 }
-                Ok(Err(e)) => return vec![Outcome::Deferred(e.to_string()); recipients.len()],
-                Err(e) => return vec![Outcome::Deferred(e.to_string()); recipients.len()],
-            }
+                Err(e) => vec![Outcome::Deferred(format!("bad next hop: {e}")); count],
+            };
+            (outcomes, headers)
         }
-    };
+        Err(reason) => (vec![Outcome::Deferred(reason); count], Vec::new()),
+    }
+}
 
-    deliverer
-        .deliver(&hop, &delivery.reverse_path, &recipients, &body)
-        .await
+/// The bytes to send: kept from acceptance for a first attempt, read from
+/// the spool for a retry.
+async fn load_body(
+    delivery: &Delivery,
+    body: Option<Arc<Vec<u8>>>,
+    spool: &Spool,
+) -> Result<Arc<Vec<u8>>, String> {
+    if let Some(body) = body {
+        return Ok(body);
+    }
+    let spool = spool.clone();
+    let id = delivery.body;
+    match tokio::task::spawn_blocking(move || spool.body(id)).await {
+        Ok(Ok(Some(body))) => Ok(Arc::new(body)),
+        Ok(Ok(None)) => {
+            error!(queue_id = %delivery.id, "Message body missing from the spool.");
+            Err("body missing from the spool".into())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The current time as an RFC 5322 date.
