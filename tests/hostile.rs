@@ -250,3 +250,26 @@ fn metrics_and_health_are_served_on_the_admin_listener() {
         assert!(body.contains(expected), "{expected} missing:\n{body}");
     }
 }
+
+#[test]
+fn health_fails_naming_the_directory_when_it_does_not_answer() {
+    let sink = Sink::start();
+    let admin = free_port();
+    let closed_ldap = free_port();
+    let mut config = GatewayConfig::new(sink.port());
+    config.extra = format!(
+        "[directory]\nurl = \"ldap://127.0.0.1:{closed_ldap}\"\n\
+         base_dn = \"dc=example,dc=com\"\ntimeout = \"1s\"\n"
+    );
+    let text = config.to_toml().replacen(
+        "max_connections",
+        &format!("admin_listen = \"127.0.0.1:{admin}\"\nmax_connections"),
+        1,
+    );
+    let _gateway = Gateway::start_toml(&text);
+
+    let (status, body) = http_get(admin, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("spool: ok"), "{body}");
+    assert!(body.contains("directory: failed"), "{body}");
+}

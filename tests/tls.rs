@@ -187,3 +187,92 @@ fn delivery_uses_starttls_when_the_next_hop_offers_it() {
         .collect();
     assert!(front_journal.is_empty(), "{}", sink.dump());
 }
+
+/// A one-shot SMTP server with TLS from the first byte (like port 465),
+/// written in Python's standard library; it prints what it received.
+const IMPLICIT_TLS_SINK: &str = r#"
+import socket, ssl, sys
+cert, key, port_file = sys.argv[1], sys.argv[2], sys.argv[3]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(5)
+open(port_file, "w").write(str(listener.getsockname()[1]))
+listener.settimeout(30)
+raw, _ = listener.accept()
+conn = context.wrap_socket(raw, server_side=True)
+f = conn.makefile("rb")
+def say(line):
+    conn.sendall(line + b"\r\n")
+say(b"220 implicit.tls.test ESMTP")
+rcpts = []
+while True:
+    line = f.readline()
+    if not line:
+        break
+    verb = line[:4].upper()
+    if verb == b"EHLO":
+        say(b"250-implicit.tls.test")
+        say(b"250 8BITMIME")
+    elif verb == b"MAIL":
+        say(b"250 ok")
+    elif verb == b"RCPT":
+        rcpts.append(line.split(b"<", 1)[1].split(b">", 1)[0].decode())
+        say(b"250 ok")
+    elif verb == b"DATA":
+        say(b"354 go")
+        while f.readline() not in (b".\r\n", b""):
+            pass
+        say(b"250 delivered over tls")
+        print("DELIVERED", " ".join(rcpts), conn.version(), flush=True)
+        break
+    elif verb == b"QUIT":
+        say(b"221 bye")
+        break
+    else:
+        say(b"250 ok")
+"#;
+
+#[test]
+fn smtps_next_hops_speak_tls_from_the_first_byte() {
+    let keys = tempfile::tempdir().expect("temporary directory");
+    let (cert, key) = certificate(keys.path());
+    let port_file = keys.path().join("port");
+    let server = Command::new("python3")
+        .arg("-c")
+        .arg(IMPLICIT_TLS_SINK)
+        .args([&cert, &key, &port_file.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for this test");
+    wait_until("the TLS sink to listen", DELIVERY, || {
+        std::fs::read_to_string(&port_file).is_ok_and(|p| !p.is_empty())
+    });
+    let port = std::fs::read_to_string(&port_file).expect("port");
+
+    let sink = Sink::start();
+    let mut config = GatewayConfig::new(sink.port());
+    config.journal_next_hop = format!("smtps://127.0.0.1:{port}");
+    let gateway = Gateway::start(&config);
+    let mut client = SmtpClient::connect(gateway.smtp_addr());
+    client.ehlo();
+    let data = message(
+        "a@example.net",
+        "bob@example.com",
+        "smtps",
+        "smtps@example.net",
+        "x",
+    );
+    let reply = client.send_message("a@example.net", &["bob@example.com"], &data);
+    assert!(reply.starts_with("250"), "{}", reply.line());
+
+    let output = server.wait_with_output().expect("TLS sink");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("DELIVERED journal@example.com TLSv1."),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

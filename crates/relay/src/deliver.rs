@@ -290,6 +290,17 @@ impl Deliverer {
             .collect())
     }
 
+    /// Closes idle connections kept longer than [`IDLE_KEEP`], so a next hop
+    /// that gets no more traffic is not held open.
+    pub fn expire_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            for list in idle.values_mut() {
+                list.retain(|(_, since)| since.elapsed() < IDLE_KEEP);
+            }
+            idle.retain(|_, list| !list.is_empty());
+        }
+    }
+
     fn take_idle(&self, key: &str) -> Option<AsyncSmtpConnection> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;

@@ -166,7 +166,7 @@ pub fn start(
 
 impl Manager {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Command>) {
-        let mut gauges = tokio::time::interval(Duration::from_secs(1));
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
             self.launch_due();
 
@@ -177,7 +177,10 @@ impl Manager {
                 _ => Duration::from_secs(3600),
             };
             tokio::select! {
-                _ = gauges.tick() => self.publish_gauges(),
+                _ = housekeeping.tick() => {
+                    self.publish_gauges();
+                    self.deliverer.expire_idle();
+                }
                 command = receiver.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
                         self.stopping = true;

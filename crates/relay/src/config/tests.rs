@@ -172,3 +172,30 @@ fn tls_needs_both_files() {
     let message = problems(&text);
     assert!(message.contains("server.tls_key: required"), "{message}");
 }
+
+#[test]
+fn legacy_property_values_must_translate_through_the_mapping() {
+    let directory =
+        "\n[directory]\nurl = \"ldap://127.0.0.1:389\"\nbase_dn = \"dc=example,dc=com\"\n";
+    let good = GOOD.replace(
+        "outbound_ndr = \"journal-ndr@example.com\"\n",
+        "outbound_ndr = \"journal-ndr@example.com\"\n\
+         inbound_recipient_attribute = \"0x80360000\"\n",
+    ) + directory;
+    let settings = load(&good).expect("0x80360000 is custom attribute 10");
+    assert_eq!(
+        settings.journal.inbound_recipient_attribute.as_deref(),
+        Some("0x80360000")
+    );
+
+    for (value, id) in [("0x80360001", "0x8036"), ("0x12340000", "0x1234")] {
+        let text = good.replace("0x80360000", value);
+        let message = problems(&text);
+        assert!(
+            message.contains("journal.inbound_recipient_attribute")
+                && message.contains(value)
+                && message.to_lowercase().contains(&id.to_lowercase()),
+            "{value}: {message}"
+        );
+    }
+}
