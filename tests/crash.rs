@@ -84,3 +84,44 @@ fn acknowledged_messages_survive_sigkill() {
         assert_eq!(journals[0].mail_from, JOURNAL_NDR);
     }
 }
+
+/// SIGTERM while a next hop is still answering the final dot: the gateway
+/// waits for the answer and books it, so nothing is sent twice after a
+/// restart (a duplicate journal copy lands in an archive for good).
+#[test]
+fn a_clean_stop_books_deliveries_under_way_and_sends_nothing_twice() {
+    let sink = Sink::start();
+    sink.set_behaviour(Behaviour::SlowAfterData);
+    let mut gateway = Gateway::start(&GatewayConfig::new(sink.port()));
+
+    let mut client = SmtpClient::connect(gateway.smtp_addr());
+    client.ehlo();
+    let data = message(
+        "a@example.net",
+        "bob@example.com",
+        "in flight",
+        "fly@example.net",
+        "x",
+    );
+    let reply = client.send_message("a@example.net", &["bob@example.com"], &data);
+    assert!(reply.starts_with("250"), "{}", reply.line());
+    client.expect("QUIT", "221");
+
+    // Both the original and the journal copy are waiting for the sink's 250.
+    sink.wait_until("both deliveries to reach the final dot", DELIVERY, |s| {
+        s.slow_started() >= 2
+    });
+    let status = gateway.terminate();
+    assert_eq!(status.code(), Some(0));
+
+    sink.set_behaviour(Behaviour::Normal);
+    gateway.restart();
+    let txs = sink.settle(QUIET, Duration::from_secs(15));
+    assert_eq!(
+        delivered_to(&txs, "bob@example.com").len(),
+        1,
+        "{}",
+        sink.dump()
+    );
+    assert_eq!(journal_txs(&txs).len(), 1, "{}", sink.dump());
+}

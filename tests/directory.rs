@@ -668,13 +668,9 @@ fn directory_outage_serves_stale_defers_cold_and_recovers() {
 
 /// Stale serving must cover what a cached user's journal targets need: a
 /// DN, an `ldap:///` URL or a group (the journal target Exchange 5.5
-/// recommends) are read from the directory when the targets are expanded.
-/// PRODUCT BUG (found by this test): the user's entry is served stale, but
-/// `Directory::targets` re-reads the DN entries with no cache and no stale
-/// fallback (crates/directory/src/targets.rs, `entry_at`), and the resolver's
-/// expanded-target cache expires at `cache_ttl` (crates/relay/src/resolver.rs,
-/// `expanded`): past `cache_ttl` every such user gets `451 4.4.3` for the
-/// whole outage although `stale_ttl` is an hour. Run with `--ignored`.
+/// recommends) are read from the directory when the targets are expanded,
+/// so the expanded targets need a stale store of their own (this test found
+/// that they had none).
 #[test]
 fn outage_stale_serve_covers_dn_ldap_url_and_group_targets() {
     let mut rig = Rig::start(
@@ -933,4 +929,106 @@ fn lookup_shows_the_entry_and_its_targets() {
         1,
         "erin once despite the cycle:\n{stdout}"
     );
+}
+
+/// A stale answer serves only until `cache_ttl` + `stale_ttl` after the last
+/// fresh one: serving it must not make it fresh again.
+#[test]
+fn stale_answers_stop_serving_after_stale_ttl() {
+    let mut rig = Rig::start(
+        Fixture::ActiveDirectory,
+        &inbound_keys("extensionAttribute10"),
+        DirectorySetup {
+            stale_ttl: "2s",
+            ..DirectorySetup::active_directory().cache_ttl("1s")
+        },
+    );
+    let fresh = Instant::now();
+    rig.send_inbound(&["alice@example.com"], "fresh");
+    rig.journal.wait_for(|t| !t.is_empty(), DELIVERY);
+    rig.slapd.stop();
+
+    thread::sleep(Duration::from_millis(1500).saturating_sub(fresh.elapsed()));
+    rig.send_inbound(&["alice@example.com"], "stale");
+
+    thread::sleep(Duration::from_millis(4000).saturating_sub(fresh.elapsed()));
+    let mut c = SmtpClient::connect(rig.gw.smtp_addr());
+    c.ehlo();
+    c.expect("MAIL FROM:<sender@example.org>", "250");
+    c.expect("RCPT TO:<alice@example.com>", "451 4.4.3");
+    c.quit();
+}
+
+#[test]
+fn ldap_targets_are_checked_as_dns() {
+    let slapd = Slapd::start(Fixture::ActiveDirectory);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let target = "ldap:///cn=Journal Mailbox,ou=System Mailboxes,dc=example,dc=com";
+    let config = write_cli_config(dir.path(), &slapd, target, "strict");
+    let output = run(&["check"], &config);
+    let (stdout, stderr) = texts(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains(target) && l.contains("ok")),
+        "{target} passes:\n{stdout}"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, response)
+}
+
+#[test]
+fn health_fails_when_base_dn_does_not_exist() {
+    let slapd = Slapd::start(Fixture::ActiveDirectory);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = write_cli_config(dir.path(), &slapd, JOURNAL, "warn");
+    let admin = free_port();
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(
+            &format!("base_dn = {SUFFIX:?}"),
+            "base_dn = \"dc=nonexist,dc=com\"",
+        )
+        .replacen(
+            "max_connections",
+            &format!("admin_listen = \"127.0.0.1:{admin}\"\nmax_connections"),
+            1,
+        );
+    std::fs::write(&config, text).expect("write config");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the gateway");
+    wait_until("the admin listener", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let (status, body) = http_get(admin, "/healthz");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("directory: failed: base_dn"), "{body}");
 }

@@ -88,9 +88,18 @@ pub enum Behaviour {
     /// Behaves normally until the final dot, then never answers; the
     /// transaction is not recorded because it was never acknowledged.
     StallAfterData,
+    /// Takes [`SLOW_REPLY`] to answer the final dot, then records and
+    /// accepts the message, whether or not the client is still there (as a
+    /// real server that has the message would).
+    SlowAfterData,
 }
 
+/// How long `SlowAfterData` waits before answering the final dot.
+pub const SLOW_REPLY: std::time::Duration = std::time::Duration::from_millis(1500);
+
 struct State {
+    /// Data transfers that `SlowAfterData` began to answer.
+    slow_started: u64,
     transactions: Vec<Transaction>,
     attempts: Vec<RcptAttempt>,
     /// Lower-cased address -> (scripted reply, RCPT attempts seen so far).
@@ -168,6 +177,7 @@ impl Sink {
                 behaviour: Behaviour::Normal,
                 connections: Vec::new(),
                 stalled: 0,
+                slow_started: 0,
                 closed_by_peer: Vec::new(),
                 streams: Vec::new(),
             }),
@@ -229,6 +239,11 @@ impl Sink {
     /// Number of data transfers left unanswered by `StallAfterData`.
     pub fn stalled(&self) -> u64 {
         self.shared.lock().stalled
+    }
+
+    /// Number of data transfers `SlowAfterData` began to answer.
+    pub fn slow_started(&self) -> u64 {
+        self.shared.lock().slow_started
     }
 
     /// Number of connections in behaviour `b` that the gateway gave up on
@@ -521,6 +536,12 @@ fn serve(stream: TcpStream, shared: Arc<Shared>, session: u64, behaviour: Behavi
                         .take()
                         .expect("checked above: a transaction is open");
                     let mut state = shared.lock();
+                    if state.behaviour == Behaviour::SlowAfterData {
+                        state.slow_started += 1;
+                        drop(state);
+                        std::thread::sleep(SLOW_REPLY);
+                        state = shared.lock();
+                    }
                     if state.behaviour == Behaviour::StallAfterData {
                         state.stalled += 1;
                         drop(state);

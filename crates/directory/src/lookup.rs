@@ -169,6 +169,15 @@ impl Directory {
     /// concurrent lookups of one address make one query; while the directory
     /// cannot be reached, an expired answer serves up to `stale_ttl`.
     pub async fn lookup(&self, address: &str) -> Result<Lookup, DirectoryError> {
+        self.lookup_with_age(address)
+            .await
+            .map(|(lookup, _)| lookup)
+    }
+
+    /// As [`Directory::lookup`], and whether the answer is a stale one served
+    /// because the directory could not be reached: a caller that keeps
+    /// answers of its own must not keep a stale one as fresh.
+    pub async fn lookup_with_age(&self, address: &str) -> Result<(Lookup, bool), DirectoryError> {
         let counters = &self.inner.counters;
         Counters::bump(&counters.lookups);
         let address = address.trim();
@@ -177,7 +186,7 @@ impl Directory {
         // "alice@example.com\0" would find alice. Such input names nobody.
         if address.is_empty() || address.chars().any(char::is_control) {
             debug!(address = ?address, "Address with control characters not looked up.");
-            return Ok(Lookup::NotFound);
+            return Ok((Lookup::NotFound, false));
         }
         let key = address.to_lowercase();
 
@@ -189,11 +198,11 @@ impl Directory {
         let err = match outcome {
             Ok(Answer::Hit(lookup)) => {
                 Counters::bump(&counters.hits);
-                return Ok(lookup);
+                return Ok((lookup, false));
             }
             Ok(Answer::Queried(lookup)) => {
                 Counters::bump(&counters.misses);
-                return Ok(lookup);
+                return Ok((lookup, false));
             }
             Err(err) => (*err).clone(),
         };
@@ -207,7 +216,7 @@ impl Directory {
                     error = %err,
                     "Directory unreachable; serving a stale entry."
                 );
-                return Ok(lookup);
+                return Ok((lookup, true));
             }
         }
         Counters::bump(&counters.errors);

@@ -54,8 +54,8 @@ pub async fn spawn(address: SocketAddr, state: AdminState) -> std::io::Result<Jo
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> String {
-    if let Some(directory) = state.resolver.directory() {
-        crate::metrics::directory(&directory.stats());
+    if state.resolver.directory().is_some() {
+        crate::metrics::directory(&state.resolver.stats());
     }
     state.metrics.render()
 }
@@ -80,7 +80,13 @@ async fn healthz(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
         (state.resolver.directory(), &state.directory_probe)
     {
         match tokio::time::timeout(*limit, directory.entry_at(base_dn)).await {
-            Ok(Ok(_)) => report.push_str("directory: ok\n"),
+            Ok(Ok(Some(_))) => report.push_str("directory: ok\n"),
+            Ok(Ok(None)) => {
+                healthy = false;
+                report.push_str(&format!(
+                    "directory: failed: base_dn {base_dn} not found (or not visible to the bind DN)\n"
+                ));
+            }
             Ok(Err(e)) => {
                 healthy = false;
                 report.push_str(&format!("directory: failed: {e}\n"));

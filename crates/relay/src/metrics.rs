@@ -129,8 +129,8 @@ pub fn queue(depth: usize, oldest_age_secs: u64) {
     gauge!(QUEUE_OLDEST_AGE).set(oldest_age_secs as f64);
 }
 
-/// The directory's running totals, copied into counters at scrape time.
-pub fn directory(stats: &directory::DirectoryStats) {
+/// The per-recipient lookup totals, copied into counters at scrape time.
+pub fn directory(stats: &crate::resolver::LookupStats) {
     counter!(DIRECTORY_LOOKUPS).absolute(stats.lookups);
     counter!(DIRECTORY_HITS).absolute(stats.hits);
     counter!(DIRECTORY_MISSES).absolute(stats.misses);

@@ -28,6 +28,9 @@ use crate::spool::{
 /// Most delivery attempts under way at once.
 pub const MAX_IN_FLIGHT: usize = 128;
 
+/// How long a stopping gateway waits for attempts under way to finish.
+const FINISH_LIMIT: Duration = Duration::from_secs(20);
+
 /// What the queue manager needs to know of the configuration.
 #[derive(Clone)]
 pub struct QueueSettings {
@@ -167,11 +170,33 @@ pub fn start(
 impl Manager {
     async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Command>) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut stop: Option<(oneshot::Sender<()>, tokio::time::Instant)> = None;
         loop {
+            // Stopping: wait for attempts under way, so that what they
+            // delivered is booked and not sent again after the restart.
+            if let Some((_, deadline)) = &stop {
+                if self.in_flight == 0 || tokio::time::Instant::now() >= *deadline {
+                    if self.in_flight > 0 {
+                        warn!(
+                            in_flight = self.in_flight,
+                            "Stopping with deliveries under way; they are tried again at start."
+                        );
+                    }
+                    // FIFO: once this commit is on disk, so is all before it.
+                    let _ = self.spool.commit(Batch::default()).await;
+                    if let Some((reply, _)) = stop.take() {
+                        let _ = reply.send(());
+                    }
+                    return;
+                }
+            }
             self.launch_due();
 
-            let wake = match self.due.first() {
-                Some(&(at, _)) if self.in_flight < MAX_IN_FLIGHT && !self.stopping => {
+            let wake = match (self.due.first(), &stop) {
+                (_, Some((_, deadline))) => {
+                    deadline.saturating_duration_since(tokio::time::Instant::now())
+                }
+                (Some(&(at, _)), None) if self.in_flight < MAX_IN_FLIGHT => {
                     Duration::from_millis(at.saturating_sub(now_ms()))
                 }
                 _ => Duration::from_secs(3600),
@@ -184,10 +209,7 @@ impl Manager {
                 command = receiver.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
                         self.stopping = true;
-                        // FIFO: once this commit is on disk, so is all before it.
-                        let _ = self.spool.commit(Batch::default()).await;
-                        let _ = reply.send(());
-                        return;
+                        stop = Some((reply, tokio::time::Instant::now() + FINISH_LIMIT));
                     }
                     Some(command) => self.handle(command),
                     None => return,

@@ -10,6 +10,7 @@
 //! journal targets resolved.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -52,13 +53,45 @@ struct Inner {
     inbound_dns: Vec<String>,
     outbound_dns: Vec<String>,
     globals: RwLock<Globals>,
-    expanded: moka::future::Cache<(Direction, String), Arc<Vec<Address>>>,
+    expanded: moka::future::Cache<(Direction, String), (Arc<Vec<Address>>, bool)>,
     /// The same answers, kept `stale_ttl` longer, for while LDAP is down:
     /// a stale user entry is no help if its DN or group targets cannot be
     /// expanded again.
     stale: moka::future::Cache<(Direction, String), Arc<Vec<Address>>>,
     local_domains: Vec<String>,
     seen: Mutex<HashSet<String>>,
+    counters: Counters,
+}
+
+/// Per-recipient lookups as the sessions see them (for `/metrics`).
+#[derive(Default)]
+struct Counters {
+    lookups: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale_serves: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Running totals of per-recipient lookups since start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LookupStats {
+    /// Recipients (or senders) whose journal targets were asked for.
+    pub lookups: u64,
+    /// Answered from the cache.
+    pub hits: u64,
+    /// Answered by asking the directory.
+    pub misses: u64,
+    /// Answered by an expired answer while the directory was unreachable.
+    pub stale_serves: u64,
+    /// Not answered: the client got 451 4.4.3.
+    pub errors: u64,
 }
 
 impl Resolver {
@@ -99,8 +132,25 @@ impl Resolver {
                     .build(),
                 local_domains: settings.routing.local_domains.clone(),
                 seen: Mutex::new(HashSet::new()),
+                counters: Counters::default(),
             })),
         })
+    }
+
+    /// Running totals of per-recipient lookups; zero without a directory.
+    pub fn stats(&self) -> LookupStats {
+        let Some(inner) = &self.inner else {
+            return LookupStats::default();
+        };
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &inner.counters;
+        LookupStats {
+            lookups: read(&c.lookups),
+            hits: read(&c.hits),
+            misses: read(&c.misses),
+            stale_serves: read(&c.stale_serves),
+            errors: read(&c.errors),
+        }
     }
 
     /// The directory, when one is configured.
@@ -135,32 +185,58 @@ impl Resolver {
         };
 
         let key = (direction, address.as_str().to_ascii_lowercase());
+        let counters = &inner.counters;
+        Counters::bump(&counters.lookups);
+        let queried = AtomicBool::new(false);
         let fresh = inner
             .expanded
             .try_get_with(key.clone(), async {
-                let entry = match inner.directory.lookup(address.as_str()).await? {
+                queried.store(true, Ordering::Relaxed);
+                let (lookup, stale) = inner.directory.lookup_with_age(address.as_str()).await?;
+                let entry = match lookup {
                     Lookup::Found(entry) => entry,
-                    Lookup::NotFound => return Ok(Arc::new(Vec::new())),
+                    Lookup::NotFound => return Ok((Arc::new(Vec::new()), stale)),
                 };
                 let found = inner.directory.targets(&entry, attribute).await?;
                 let addresses = to_addresses(found.into_iter().map(|t| t.address));
-                Ok::<_, DirectoryError>(Arc::new(addresses))
+                Ok::<_, DirectoryError>((Arc::new(addresses), stale))
             })
             .await;
         let targets = match fresh {
-            Ok(targets) => {
+            Ok((targets, false)) => {
+                let bump = if queried.load(Ordering::Relaxed) {
+                    &counters.misses
+                } else {
+                    &counters.hits
+                };
+                Counters::bump(bump);
                 inner.stale.insert(key, Arc::clone(&targets)).await;
+                targets
+            }
+            Ok((targets, true)) => {
+                // The directory served its own stale entry: good for this
+                // message, not to be kept as fresh, and no reason to extend
+                // how long our stale copy may serve.
+                inner.expanded.invalidate(&key).await;
+                Counters::bump(&counters.stale_serves);
                 targets
             }
             Err(e) if e.is_temporary() => match inner.stale.get(&key).await {
                 Some(targets) => {
+                    Counters::bump(&counters.stale_serves);
                     warn!(address = %address, error = %e,
                         "Directory unreachable; serving stale journal targets.");
                     targets
                 }
-                None => return Err(ResolveError::Directory(clone_error(&e))),
+                None => {
+                    Counters::bump(&counters.errors);
+                    return Err(ResolveError::Directory((*e).clone()));
+                }
             },
-            Err(e) => return Err(ResolveError::Directory(clone_error(&e))),
+            Err(e) => {
+                Counters::bump(&counters.errors);
+                return Err(ResolveError::Directory((*e).clone()));
+            }
         };
 
         if targets.is_empty() {
@@ -344,16 +420,6 @@ fn to_addresses(found: impl Iterator<Item = String>) -> Vec<Address> {
     addresses
 }
 
-/// moka hands shared errors back; the relay wants its own copy.
-fn clone_error(error: &DirectoryError) -> DirectoryError {
-    match error {
-        DirectoryError::Timeout => DirectoryError::Timeout,
-        DirectoryError::BadCredentials => DirectoryError::BadCredentials,
-        other if other.is_temporary() => DirectoryError::Unreachable(other.to_string()),
-        other => DirectoryError::Config(other.to_string()),
-    }
-}
-
 /// One line of the hidden-recipient report of `check` and of the start.
 #[derive(Debug)]
 pub struct HiddenRow {
@@ -417,7 +483,7 @@ impl Resolver {
                     wanted.push((format!("{name} target"), target.as_str().to_owned()));
                 }
                 for dn in dns {
-                    wanted.push((format!("{name} target"), dn.clone()));
+                    wanted.push((format!("{name} target"), format!("ldap:///{dn}")));
                 }
                 wanted.push((format!("{name} NDR"), rules.ndr.as_str().to_owned()));
             }
