@@ -53,15 +53,21 @@ struct Inner {
     inbound_dns: Vec<String>,
     outbound_dns: Vec<String>,
     globals: RwLock<Globals>,
-    expanded: moka::future::Cache<(Direction, String), (Arc<Vec<Address>>, bool)>,
+    expanded: moka::future::Cache<TargetKey, (Targets, bool)>,
     /// The same answers, kept `stale_ttl` longer, for while LDAP is down:
     /// a stale user entry is no help if its DN or group targets cannot be
     /// expanded again.
-    stale: moka::future::Cache<(Direction, String), Arc<Vec<Address>>>,
+    stale: moka::future::Cache<TargetKey, Targets>,
     local_domains: Vec<String>,
     seen: Mutex<HashSet<String>>,
     counters: Counters,
 }
+
+/// Whose targets, in which direction: the address in lower case.
+type TargetKey = (Direction, String);
+
+/// Expanded journal targets, shared between caches and callers.
+type Targets = Arc<Vec<Address>>;
 
 /// Per-recipient lookups as the sessions see them (for `/metrics`).
 #[derive(Default)]
