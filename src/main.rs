@@ -216,6 +216,18 @@ fn import_registry(file: &Path) -> Result<(), Failure> {
     for line in &conversion.report {
         eprintln!("{line}");
     }
+    // The section was printed so the administrator sees it, but a value that
+    // could not be converted means it is not ready to use.
+    let errors = conversion
+        .report
+        .iter()
+        .filter(|line| line.starts_with("error:"))
+        .count();
+    if errors > 0 {
+        return Err(Failure::Runtime(format!(
+            "{errors} value(s) could not be converted; see the error lines above"
+        )));
+    }
     Ok(())
 }
 
@@ -259,7 +271,11 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
     say!("  inbound next hop  {}", settings.routing.inbound_next_hop);
     say!("  outbound next hop {}", settings.routing.outbound_next_hop);
     say!("  journal next hop  {}", settings.routing.journal_next_hop);
+    if let Some(admin) = settings.server.admin_listen {
+        say!("  admin listen      {admin} (/metrics, /healthz)");
+    }
     say!("  journal format    {:?}", settings.journal.format);
+    say!("  hidden check      {:?}", settings.journal.hidden_check);
     for (name, rules) in [
         ("inbound", &settings.journal.rules.inbound),
         ("outbound", &settings.journal.rules.outbound),
@@ -279,6 +295,28 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
             }
             None => say!("  {name:<8} journal  off"),
         }
+    }
+
+    for (name, attribute) in [
+        ("inbound ", &settings.journal.inbound_recipient_attribute),
+        ("outbound", &settings.journal.outbound_recipient_attribute),
+    ] {
+        if let Some(attribute) = attribute {
+            say!(
+                "  {name} per-recipient attribute {}",
+                describe_attribute(settings, attribute)
+            );
+        }
+    }
+    let queue = &settings.queue;
+    say!(
+        "  queue             retry {:?} doubling to {:?}, give up after {:?}",
+        queue.retry_initial,
+        queue.retry_max,
+        queue.max_age
+    );
+    if let Some(directory) = &settings.directory {
+        say!("  directory mapping {}", directory.mapping);
     }
 
     if offline {
@@ -323,7 +361,7 @@ async fn check(settings: &Settings, offline: bool) -> Result<(), Failure> {
     }
     if let Some(row) = rows.iter().find(|r| r.status.is_err()) {
         return Err(Failure::Runtime(format!(
-            "the directory did not answer for {}: {}",
+            "the hidden check could not run for {}: {}",
             row.target,
             row.verdict()
         )));
@@ -378,7 +416,11 @@ async fn lookup(settings: &Settings, address: &str) -> Result<(), Failure> {
             .targets(&entry, attribute)
             .await
             .map_err(runtime)?;
-        say!("{name} journal targets ({attribute}): {}", targets.len());
+        say!(
+            "{name} journal targets ({}): {}",
+            describe_attribute(settings, attribute),
+            targets.len()
+        );
         for target in targets {
             let via = target
                 .expanded_from
@@ -447,6 +489,19 @@ async fn queue(action: QueueAction) -> Result<(), Failure> {
             say!("{} deleted", count(n));
             Ok(())
         }
+    }
+}
+
+/// A configured journal attribute, with the attribute a legacy property
+/// value stands for: "0x80360000 = extensionAttribute10".
+fn describe_attribute(settings: &Settings, attribute: &str) -> String {
+    let mapping = settings
+        .directory
+        .as_ref()
+        .and_then(|d| directory::Mapping::load(&d.mapping).ok());
+    match mapping.and_then(|m| m.attribute_for(attribute).ok()) {
+        Some(name) if !name.eq_ignore_ascii_case(attribute) => format!("{attribute} = {name}"),
+        _ => attribute.to_owned(),
     }
 }
 

@@ -84,6 +84,55 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())
+        .inspect(|_| describe())
+}
+
+/// `# HELP` lines, and zeros for the series a dashboard expects from the
+/// start rather than from the first event.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(SESSIONS_OPEN, "SMTP sessions open now.");
+    describe_counter!(SESSIONS_TOTAL, "SMTP sessions since start.");
+    describe_counter!(MESSAGES_ACCEPTED, "Messages acknowledged with 250.");
+    describe_counter!(
+        MESSAGES_REJECTED,
+        "Messages or recipients refused, by reason."
+    );
+    describe_counter!(
+        JOURNAL_COPIES,
+        "Journal copy outcomes per target and attempt."
+    );
+    describe_counter!(DELIVERIES, "Delivery outcomes per recipient and attempt.");
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Deliveries (transactions) waiting in the spool."
+    );
+    describe_gauge!(
+        QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest waiting delivery."
+    );
+    describe_counter!(DIRECTORY_LOOKUPS, "Per-recipient journal target lookups.");
+    describe_counter!(DIRECTORY_HITS, "Lookups answered from the cache.");
+    describe_counter!(DIRECTORY_MISSES, "Lookups that asked the directory.");
+    describe_counter!(
+        DIRECTORY_STALE,
+        "Lookups answered stale while LDAP was down."
+    );
+    describe_counter!(DIRECTORY_ERRORS, "Lookups that failed (451 4.4.3).");
+    describe_histogram!(
+        directory::LATENCY_METRIC,
+        Unit::Seconds,
+        "Latency of LDAP operations, reconnects included."
+    );
+
+    gauge!(SESSIONS_OPEN).set(0.0);
+    counter!(SESSIONS_TOTAL).absolute(0);
+    gauge!(QUEUE_DEPTH).set(0.0);
+    gauge!(QUEUE_OLDEST_AGE).set(0.0);
+    for direction in [Direction::Inbound, Direction::Outbound] {
+        counter!(MESSAGES_ACCEPTED, "direction" => direction.as_str()).absolute(0);
+    }
 }
 
 /// A session opened.

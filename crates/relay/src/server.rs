@@ -204,8 +204,13 @@ async fn hidden_check(settings: &Settings, resolver: &Resolver) -> Result<(), Se
                 row.verdict()
             )));
         }
-        warn!(target = %row.target, role = %row.role, verdict = %row.verdict(),
-            "Journal address is not a hidden recipient.");
+        if row.status.is_err() {
+            warn!(target = %row.target, role = %row.role, verdict = %row.verdict(),
+                "Hidden check could not run for a journal address.");
+        } else {
+            warn!(target = %row.target, role = %row.role, verdict = %row.verdict(),
+                "Journal address is not a hidden recipient.");
+        }
     }
     Ok(())
 }
