@@ -86,15 +86,20 @@ impl Intake {
     pub async fn accept(
         &self,
         envelope: &Envelope<'_>,
-        data: &[u8],
+        data: Vec<u8>,
     ) -> Result<QueueId, SpoolError> {
         let id = self.spool.next_id();
         let created = now_secs();
         let date = rfc5322_now();
 
-        let mut message = Vec::with_capacity(data.len() + 256);
-        message.extend_from_slice(self.trace_field(envelope, id, &date).as_bytes());
-        message.extend_from_slice(data);
+        // The trace field goes in front of the data where it lies, rather
+        // than into a second copy of a message that may be tens of MiB.
+        // TODO: the journal copy is still a full second copy of the message,
+        // in memory and in the spool; storing it as a prefix plus a reference
+        // to the original's bytes would halve both for large messages.
+        let mut message = data;
+        let trace = self.trace_field(envelope, id, &date);
+        message.splice(0..0, trace.bytes());
         let message = Arc::new(message);
 
         let mut batch = Batch::default();

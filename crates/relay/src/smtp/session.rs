@@ -417,7 +417,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             resolved_globals: &resolved_globals,
             found: &transaction.found,
         };
-        match self.context.intake.accept(&envelope, &message).await {
+        let size = message.len();
+        match self.context.intake.accept(&envelope, message).await {
             Ok(id) => {
                 metrics::accepted(self.direction);
                 info!(
@@ -426,7 +427,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                     direction = %self.direction,
                     sender = %transaction.reverse_path,
                     recipients = transaction.recipients.len(),
-                    size = message.len(),
+                    size,
                     bare_line_ends_fixed = normalised,
                     "Message accepted."
                 );
