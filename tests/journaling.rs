@@ -365,3 +365,40 @@ fn envelope_report_of_null_sender_without_message_id() {
     report.assert_embeds(sent);
     report.check_with_python(sent);
 }
+
+/// A journal marker proves nothing by itself: an insider who adds one to
+/// outbound mail is journaled all the same. Only our own copy coming back
+/// from inside (sent from the NDR address) is not journaled again.
+#[test]
+fn a_marker_from_inside_skips_journaling_only_for_our_own_returning_copies() {
+    let sink = Sink::start();
+    let gw = Gateway::start(&GatewayConfig::new(sink.port()));
+    let mut client = SmtpClient::connect_inside(gw.smtp_addr());
+    client.ehlo();
+
+    let evasive = b"From: bob@example.com\r\nTo: carol@example.net\r\nX-MS-Journal-Report:\r\n\
+        Subject: please do not journal me\r\n\r\nx\r\n";
+    let reply = client.send_message("bob@example.com", &["carol@example.net"], evasive);
+    assert!(reply.starts_with("250"), "{}", reply.line());
+
+    let returning = b"From: journal-reports@example.com\r\nTo: journal@example.net\r\n\
+        X-MS-Journal-Report:\r\nSubject: a report coming back\r\n\r\nx\r\n";
+    let reply = client.send_message(JOURNAL_NDR, &["archive@example.net"], returning);
+    assert!(reply.starts_with("250"), "{}", reply.line());
+
+    let txs = sink.settle(QUIET, std::time::Duration::from_secs(15));
+    let journaled = |marker: &str| {
+        journal_txs(&txs)
+            .iter()
+            .filter(|t| t.contains(marker))
+            .count()
+    };
+    assert_eq!(journaled("please do not journal me"), 1, "{}", sink.dump());
+    assert_eq!(journaled("a report coming back"), 0, "{}", sink.dump());
+    assert_eq!(
+        delivered_to(&txs, "archive@example.net").len(),
+        1,
+        "{}",
+        sink.dump()
+    );
+}

@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::address::Address;
+use crate::address::{Address, ReversePath};
 
 /// The way a message travels through the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,6 +94,25 @@ impl JournalRules {
             all.push(rules.ndr.clone());
         }
         dedup(all)
+    }
+
+    /// Whether a message is one of our own journal copies coming back: sent
+    /// from inside, from an NDR address, and carrying a journal marker. A
+    /// marker alone proves nothing, since anyone can write a header field: an
+    /// insider must not be able to escape journaling by adding one.
+    pub fn is_returning_copy(
+        &self,
+        direction: Direction,
+        reverse_path: &ReversePath,
+        marked: bool,
+    ) -> bool {
+        let from_ndr = reverse_path.mailbox().is_some_and(|sender| {
+            [&self.inbound, &self.outbound]
+                .into_iter()
+                .flatten()
+                .any(|rules| rules.ndr.same_mailbox(sender))
+        });
+        marked && direction == Direction::Outbound && from_ndr
     }
 
     /// The journal transaction for a message of `direction`, merging the
@@ -227,6 +246,18 @@ mod tests {
             plan.targets,
             vec![addr("journal@example.com"), addr("archive@example.com")]
         );
+    }
+
+    #[test]
+    fn only_our_own_copies_coming_back_skip_journaling() {
+        let ndr = ReversePath::Mailbox(addr("Journal-NDR@example.com"));
+        let user = ReversePath::Mailbox(addr("bob@example.com"));
+        let rules = rules();
+        assert!(rules.is_returning_copy(Direction::Outbound, &ndr, true));
+        assert!(!rules.is_returning_copy(Direction::Outbound, &user, true));
+        assert!(!rules.is_returning_copy(Direction::Inbound, &ndr, true));
+        assert!(!rules.is_returning_copy(Direction::Outbound, &ndr, false));
+        assert!(!rules.is_returning_copy(Direction::Outbound, &ReversePath::Null, true));
     }
 
     #[test]

@@ -180,10 +180,14 @@ impl Intake {
     fn journal_plan(&self, envelope: &Envelope<'_>, message: &[u8]) -> Option<policy::JournalPlan> {
         let marked = headers::first(message, REPORT_FIELD).is_some()
             || headers::first(message, DIRECTION_FIELD).is_some();
-        if marked && envelope.direction == Direction::Outbound {
+        if self
+            .rules
+            .is_returning_copy(envelope.direction, envelope.reverse_path, marked)
+        {
             info!(
                 direction = %envelope.direction,
-                "Journal copy from inside: not journaled again."
+                sender = %envelope.reverse_path,
+                "Our own journal copy coming back from inside: not journaled again."
             );
             return None;
         }
