@@ -23,12 +23,25 @@ pub const REPORT_SENDER: &str = "journal-reports@example.com";
 pub const HOSTNAME: &str = "gw.test.example";
 
 /// A free TCP port on 127.0.0.1: bound, read, released.
+/// A port that is free now, for a server the test starts next.
+///
+/// Taken from 20000-25999, below Linux's ephemeral range (32768-60999):
+/// a sink or client socket bound to port 0 elsewhere in the same test run
+/// can then never grab it between this check and the gateway's bind.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener
-        .local_addr()
-        .expect("bound listener has an address")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 6_000;
+    let start = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        let port = (FIRST + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}-{}", FIRST + COUNT - 1);
 }
 
 /// The test configuration, with defaults that keep tests fast. `to_toml`
@@ -260,7 +273,8 @@ impl Gateway {
                 }
             }
             if let Some(banner) = probe_banner(self.smtp_addr()) {
-                if banner.starts_with("220") {
+                // Our own banner, not some other server's on a reused port.
+                if banner.starts_with("220") && banner.contains("ESMTP mailjournal") {
                     return;
                 }
             }

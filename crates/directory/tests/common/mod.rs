@@ -256,9 +256,23 @@ impl Drop for Slapd {
 }
 
 /// A port nobody listens on right now.
+/// A port that is free now, for slapd: from 26000-31999, below Linux's
+/// ephemeral range, so no socket bound to port 0 can take it before slapd
+/// binds it (and apart from the gateway tests' 20000-25999).
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 26_000;
+    const COUNT: u32 = 6_000;
+    let start = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
+        let port = (FIRST + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}-{}", FIRST + COUNT - 1);
 }
 
 /// Writes and loads cn=config: schemas, the mdb database, cn=Monitor.
