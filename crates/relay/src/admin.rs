@@ -84,7 +84,8 @@ async fn healthz(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
             Ok(Ok(None)) => {
                 healthy = false;
                 report.push_str(&format!(
-                    "directory: failed: base_dn {base_dn} not found (or not visible to the bind DN)\n"
+                    "directory: failed: base_dn {base_dn} not found \
+                     (or not visible to the bind DN)\n"
                 ));
             }
             Ok(Err(e)) => {
