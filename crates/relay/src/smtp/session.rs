@@ -460,16 +460,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                     self.input.drain(..consumed);
                 }
             }
-            let read = timeout(DATA_BLOCK_TIMEOUT, self.stream.read_buf(&mut self.input)).await;
-            match read {
-                Ok(Ok(0)) => return Ok(None),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    self.reply("421 4.4.2 Timeout waiting for data");
-                    self.flush().await?;
-                    return Ok(None);
-                }
+            if !self.read_more(DATA_BLOCK_TIMEOUT).await? {
+                return Ok(None);
             }
         }
     }
@@ -489,10 +481,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             if left == 0 {
                 break;
             }
-            match timeout(DATA_BLOCK_TIMEOUT, self.stream.read_buf(&mut self.input)).await {
-                Ok(Ok(0)) | Err(_) => return Ok(Step::Close),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
+            if !self.read_more(DATA_BLOCK_TIMEOUT).await? {
+                return Ok(Step::Close);
             }
         }
         self.transaction = None;
@@ -537,16 +527,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
             self.flush().await?;
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
-                read = timeout(COMMAND_TIMEOUT, self.stream.read_buf(&mut self.input)) => {
-                    match read {
-                        Ok(Ok(0)) => return Ok(None),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Err(e),
-                        Err(_) => {
-                            self.reply("421 4.4.2 Timeout, closing connection");
-                            self.flush().await?;
-                            return Ok(None);
-                        }
+                more = self.read_more(COMMAND_TIMEOUT) => {
+                    if !more? {
+                        return Ok(None);
                     }
                 }
                 _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
@@ -554,6 +537,21 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Session<'a, S> {
                     self.flush().await?;
                     return Ok(None);
                 }
+            }
+        }
+    }
+
+    /// Reads more input within `limit` (RFC 5321 §4.5.3.2). `false` when
+    /// the client went away, or stayed silent and was told 421.
+    async fn read_more(&mut self, limit: std::time::Duration) -> std::io::Result<bool> {
+        match timeout(limit, self.stream.read_buf(&mut self.input)).await {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.reply("421 4.4.2 Timeout, closing connection");
+                self.flush().await?;
+                Ok(false)
             }
         }
     }
