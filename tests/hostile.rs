@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -181,38 +180,13 @@ fn outbound_reports_place_quoted_header_recipients_in_to() {
     }
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status code");
-    (status, response)
-}
-
 #[test]
 fn metrics_and_health_are_served_on_the_admin_listener() {
     let sink = Sink::start();
     let admin = free_port();
     let mut config = GatewayConfig::new(sink.port());
-    config.extra = String::new();
-    let text = config.to_toml().replacen(
-        "max_connections",
-        &format!("admin_listen = \"127.0.0.1:{admin}\"\nmax_connections"),
-        1,
-    );
-    let gateway = Gateway::start_toml(&text);
+    config.admin_port = Some(admin);
+    let gateway = Gateway::start(&config);
 
     let mut client = session(&gateway);
     client.expect("MAIL FROM:<a@example.net>", "250");
@@ -261,12 +235,8 @@ fn health_fails_naming_the_directory_when_it_does_not_answer() {
         "[directory]\nurl = \"ldap://127.0.0.1:{closed_ldap}\"\n\
          base_dn = \"dc=example,dc=com\"\ntimeout = \"1s\"\n"
     );
-    let text = config.to_toml().replacen(
-        "max_connections",
-        &format!("admin_listen = \"127.0.0.1:{admin}\"\nmax_connections"),
-        1,
-    );
-    let _gateway = Gateway::start_toml(&text);
+    config.admin_port = Some(admin);
+    let _gateway = Gateway::start(&config);
 
     let (status, body) = http_get(admin, "/healthz");
     assert_eq!(status, 503, "{body}");

@@ -70,6 +70,8 @@ pub struct GatewayConfig {
     pub command_timeout: String,
     /// Raw TOML appended at the end (extra sections).
     pub extra: String,
+    /// Port of `server.admin_listen` on 127.0.0.1 (`/metrics`, `/healthz`).
+    pub admin_port: Option<u16>,
 }
 
 impl GatewayConfig {
@@ -101,6 +103,7 @@ impl GatewayConfig {
             connect_timeout: "2s".into(),
             command_timeout: "3s".into(),
             extra: String::new(),
+            admin_port: None,
         }
     }
 
@@ -140,7 +143,7 @@ listen = ["{{listen}}"]
 spool_dir = "{{spool}}"
 max_message_size = {max_message_size}
 max_connections = {max_connections}
-
+{admin_listen}
 [routing]
 local_domains = [{local_domains}]
 internal_networks = [{internal_networks}]
@@ -181,6 +184,10 @@ command_timeout = {command_timeout:?}
             connect_timeout = self.connect_timeout,
             command_timeout = self.command_timeout,
             extra = self.extra,
+            admin_listen = self
+                .admin_port
+                .map(|port| format!("admin_listen = \"127.0.0.1:{port}\"\n"))
+                .unwrap_or_default(),
         )
     }
 }

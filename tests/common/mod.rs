@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod http;
 pub mod mime;
 pub mod report;
 pub mod sink;
@@ -23,6 +24,7 @@ pub use client::{case_path, Reply as SmtpReply, SmtpClient, Step};
 pub use gateway::{
     free_port, Gateway, GatewayConfig, HOSTNAME, JOURNAL, JOURNAL_NDR, REPORT_SENDER,
 };
+pub use http::http_get;
 pub use mime::{assert_bytes_eq, assert_crlf_only, split_leading_field, split_received, wire_form};
 pub use report::EnvelopeReport;
 pub use sink::{Behaviour, Reply, Sink, Transaction};
